@@ -1,0 +1,52 @@
+# Two commands do everything on a fresh machine:
+#   make demo   set up if needed, then run FineScope on the embedded default
+#   make test   set up if needed, then run the whole test suite, notebooks included
+# `make lab` opens JupyterLab on notebooks/.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.finescope-installed
+# Offline by design: nothing is fetched from a model or dataset hub at run time.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export WANDB_MODE := disabled
+export HF_HOME := $(CURDIR)/.hf_home
+export JUPYTER_CONFIG_DIR := $(CURDIR)/.jupyter_home/config
+export JUPYTER_DATA_DIR := $(CURDIR)/.jupyter_home/data
+export JUPYTER_RUNTIME_DIR := $(CURDIR)/.jupyter_home/runtime
+export IPYTHONDIR := $(CURDIR)/.jupyter_home/ipython
+export MPLCONFIGDIR := $(CURDIR)/.jupyter_home/mpl
+
+.PHONY: setup demo test lab clean-venv system-deps
+
+setup: $(STAMP) system-deps
+
+# torch first, from the local CPU wheel, then everything else constrained to that torch so pip
+# never swaps in a multi-GB CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/python -m ipykernel install --prefix $(VENV) --name python3 >/dev/null
+	touch $(STAMP)
+
+# Debian packages the kit uses: chromium (static figure export with kaleido, browser tests).
+system-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+demo: setup
+	$(BIN)/finescope run
+
+test: setup
+	FINESCOPE_FAST=1 $(BIN)/python -m pytest -q tests
+
+lab: setup
+	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/
+
+clean-venv:
+	rm -rf $(VENV)

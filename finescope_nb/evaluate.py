@@ -1,0 +1,109 @@
+"""Per-domain perplexity on held-out whole documents: the one scoring function of the kit.
+
+Every later stage (pruning, recovery, the ablation table) compares models with these numbers,
+so they are computed one way only: each held-out chunk is tokenised with the model's own
+tokenizer, truncated to `max_length` tokens, and every token after the first is scored. The
+unigram baseline scores exactly the same tokens, so "beats unigram" means the model learned
+context, not just token frequencies.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from finescope_nb.config import EvalConfig
+from finescope_nb.corpus import DOMAINS, check_domain, load_split
+from finescope_nb.errors import FinescopeError
+
+
+def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Token ids of each text (the tokenizer's own special tokens), truncated to `max_length`."""
+    enc = tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True)
+    return [ids for ids in enc["input_ids"] if len(ids) >= 2]
+
+
+@torch.no_grad()
+def token_nll(model, sequences: Sequence[Sequence[int]], batch_size: int = 8,
+              pad_id: int = 0, desc: str | None = None) -> tuple[float, int]:
+    """Summed next-token negative log-likelihood (nats) and the number of scored tokens."""
+    model.eval()
+    device = next(model.parameters()).device
+    order = np.argsort([-len(s) for s in sequences])  # similar lengths together: less padding
+    total, count = 0.0, 0
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=desc is None, leave=False):
+        batch = [sequences[i] for i in order[start:start + batch_size]]
+        width = max(len(s) for s in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, seq in enumerate(batch):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
+        logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
+        target = ids[:, 1:]
+        nll = -logprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        scored = mask[:, 1:].bool()
+        total += float(nll[scored].sum())
+        count += int(scored.sum())
+    return total, count
+
+
+def unigram_nll(counts: Mapping[int, int], vocab_size: int, sequences: Sequence[Sequence[int]]) -> tuple[float, int]:
+    """Summed NLL of the same scored tokens under add-one-smoothed unigram frequencies."""
+    total = sum(counts.values()) + vocab_size
+    nll, n = 0.0, 0
+    for seq in sequences:
+        for tok in seq[1:]:
+            nll -= math.log((counts.get(tok, 0) + 1) / total)
+            n += 1
+    return nll, n
+
+
+def heldout_sequences(tokenizer, cfg: EvalConfig) -> dict[str, list[list[int]]]:
+    """Tokenised held-out chunks per domain, the first `max_docs_per_domain` of each."""
+    if cfg.split not in ("validation", "test"):
+        raise FinescopeError(
+            f"Perplexity is measured on held-out splits only, got split={cfg.split!r}; use 'validation' or 'test'."
+        )
+    if not cfg.domains:
+        raise FinescopeError("No domains to evaluate; name at least one of " + ", ".join(DOMAINS) + ".")
+    data = load_split(cfg.split)
+    out = {}
+    for domain in cfg.domains:
+        check_domain(domain)
+        texts = [r["text"] for r in data if r["domain"] == domain]
+        if cfg.max_docs_per_domain is not None:
+            texts = texts[: cfg.max_docs_per_domain]
+        out[domain] = tokenize_texts(tokenizer, texts, cfg.max_length)
+    return out
+
+
+def domain_perplexity(model, tokenizer, cfg: EvalConfig = EvalConfig(),
+                      sequences: dict[str, list[list[int]]] | None = None,
+                      progress: bool = True) -> pd.DataFrame:
+    """Perplexity per domain on the held-out split: columns domain, tokens, loss (nats/token), ppl."""
+    sequences = sequences if sequences is not None else heldout_sequences(tokenizer, cfg)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    rows = []
+    for domain, seqs in sequences.items():
+        nll, n = token_nll(model, seqs, cfg.batch_size, pad, desc=f"ppl {domain}" if progress else None)
+        loss = nll / max(n, 1)
+        rows.append({"domain": domain, "tokens": n, "loss": loss, "ppl": math.exp(loss)})
+    return pd.DataFrame(rows)
+
+
+def unigram_perplexity(counts: Mapping[int, int], vocab_size: int,
+                       sequences: dict[str, list[list[int]]]) -> pd.DataFrame:
+    rows = []
+    for domain, seqs in sequences.items():
+        nll, n = unigram_nll(counts, vocab_size, seqs)
+        loss = nll / max(n, 1)
+        rows.append({"domain": domain, "tokens": n, "loss": loss, "ppl": math.exp(loss)})
+    return pd.DataFrame(rows)

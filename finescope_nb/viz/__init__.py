@@ -1,0 +1,1 @@
+"""Display only: functions here take results and return figures or widgets; they never compute stages."""

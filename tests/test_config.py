@@ -1,0 +1,46 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from finescope_nb.config import BaseModelConfig, EvalConfig, RunConfig, load_config
+from finescope_nb.errors import FinescopeError
+
+
+def test_round_trip_nested_config():
+    cfg = RunConfig(domain="code", eval=EvalConfig(domains=("math", "code"), max_docs_per_domain=5), seed=3)
+    back = RunConfig.from_json(cfg.to_json())
+    assert back == cfg
+    assert isinstance(back.eval, EvalConfig) and back.eval.domains == ("math", "code")
+
+
+def test_hash_is_stable_and_sensitive():
+    a, b = RunConfig(), RunConfig()
+    assert a.config_hash() == b.config_hash()
+    assert a.config_hash() != a.replace(seed=1).config_hash()
+    assert a.config_hash() != a.replace(eval=a.eval.replace(max_length=128)).config_hash()
+
+
+def test_hash_is_the_same_in_another_process():
+    code = "from finescope_nb.config import RunConfig; print(RunConfig().config_hash())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == RunConfig().config_hash()
+
+
+def test_unknown_field_is_one_sentence():
+    with pytest.raises(FinescopeError, match="no field 'hidden'") as err:
+        BaseModelConfig.from_dict({"hidden": 3})
+    assert "\n" not in str(err.value)
+
+
+def test_load_config_errors(tmp_path):
+    with pytest.raises(FinescopeError, match="does not exist"):
+        load_config(tmp_path / "nope.json", RunConfig)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(FinescopeError, match="not valid JSON"):
+        load_config(bad, RunConfig)
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(RunConfig(domain="stem").to_dict()))
+    assert load_config(good, RunConfig).domain == "stem"
