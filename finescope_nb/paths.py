@@ -4,6 +4,7 @@ The kit ships its own corpus, eval sets and base model under data/ so that it ru
 Every module finds them through these names rather than hard-coding paths.
 """
 
+import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -12,4 +13,5 @@ CORPUS_DIR = DATA_DIR / "corpus"
 EVALS_DIR = DATA_DIR / "evals"
 MODELS_DIR = DATA_DIR / "models"
 DEFAULT_MODEL_DIR = MODELS_DIR / "finescope-tiny-llama"
-DEFAULT_RUNS_DIR = REPO_ROOT / "runs"
+# Tests point FINESCOPE_RUNS_DIR at a temporary folder so they never touch the user's runs.
+DEFAULT_RUNS_DIR = Path(os.environ.get("FINESCOPE_RUNS_DIR", REPO_ROOT / "runs"))

@@ -1,0 +1,81 @@
+"""Llama family (llama, mistral, qwen2): separate q/k/v/o projections, GQA, SwiGLU MLP.
+
+Heads are contiguous blocks of `head_dim` features: q_proj's outputs and o_proj's inputs are
+laid out [head0, head1, ...], k_proj/v_proj's outputs [kv0, kv1, ...]. Query head h attends with
+KV head h // n_rep. Qwen2 adds biases on q/k/v; `attention_bias` / `mlp_bias` configs add
+others: all are handled by slicing a bias together with its output features. The attention
+forward infers head counts from tensor shapes except `num_key_value_groups`, which it reads
+from the module (eager and sdpa repeat_kv), so that is the one attribute to keep in sync.
+"""
+
+import torch
+from torch import nn
+
+from .base import Adapter
+
+
+class LlamaAdapter(Adapter):
+    model_types = ("llama", "mistral", "qwen2")
+    base = "model"
+    layers = "layers"
+    token_embedding = "embed_tokens"
+    norm = "norm"
+    lora_targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    has_gqa = True
+    _mlp_sides = {"mlp.gate_proj": "out", "mlp.up_proj": "out", "mlp.down_proj": "in"}
+
+    def head_dim(self, model: nn.Module) -> int:
+        config = self.root(model).config
+        return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+    def layer_shape(self, model: nn.Module, i: int) -> dict[str, int]:
+        layer, hd = self.decoder_layers(model)[i], self.head_dim(model)
+        return {
+            "num_heads": layer.self_attn.q_proj.weight.shape[0] // hd,
+            "num_kv_heads": layer.self_attn.k_proj.weight.shape[0] // hd,
+            "intermediate_size": layer.mlp.up_proj.weight.shape[0],
+        }
+
+    def _attention_map(self, model, i):
+        shape, hd = self.layer_shape(model, i), self.head_dim(model)
+        n_rep = shape["num_heads"] // shape["num_kv_heads"]
+        q_owner = torch.arange(shape["num_heads"] * hd) // hd // n_rep
+        kv_owner = torch.arange(shape["num_kv_heads"] * hd) // hd
+        return {
+            "self_attn.q_proj": ("out", q_owner),
+            "self_attn.k_proj": ("out", kv_owner),
+            "self_attn.v_proj": ("out", kv_owner),
+            "self_attn.o_proj": ("in", q_owner),
+        }
+
+    def query_head_slices(self, model, i, heads):
+        owner = torch.arange(self.num_heads(model, i) * self.head_dim(model)) // self.head_dim(model)
+        return self._slices(i, {"self_attn.q_proj": ("out", owner), "self_attn.o_proj": ("in", owner)}, heads)
+
+    def _projection_features(self, shape, head_dim, hidden):
+        q, kv, inter = shape["num_heads"] * head_dim, shape["num_kv_heads"] * head_dim, shape["intermediate_size"]
+        return {
+            "self_attn.q_proj": (hidden, q),
+            "self_attn.k_proj": (hidden, kv),
+            "self_attn.v_proj": (hidden, kv),
+            "self_attn.o_proj": (q, hidden),
+            "mlp.gate_proj": (hidden, inter),
+            "mlp.up_proj": (hidden, inter),
+            "mlp.down_proj": (inter, hidden),
+        }
+
+    def sync_attention(self, model, i):
+        shape = self.layer_shape(model, i)
+        self.decoder_layers(model)[i].self_attn.num_key_value_groups = shape["num_heads"] // shape["num_kv_heads"]
+
+    def config_for_shapes(self, config, shapes):
+        if any(s != shapes[0] for s in shapes):
+            return None
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        return self._updated(
+            config,
+            num_attention_heads=shapes[0]["num_heads"],
+            num_key_value_heads=shapes[0]["num_kv_heads"],
+            intermediate_size=shapes[0]["intermediate_size"],
+            head_dim=head_dim,  # explicit: hidden_size // num_attention_heads no longer gives it
+        )
