@@ -153,7 +153,9 @@ def _save_checkpoint(path: Path, model, optimizer, state: TrainState, cfg: BaseM
 
 def _load_checkpoint(path: Path, model, optimizer, cfg: BaseModelConfig) -> TrainState:
     blob = torch.load(path / "state.pt", weights_only=True)
-    if BaseModelConfig.from_json(blob["config"]) != cfg:
+    # the time budget and checkpoint interval do not change the weights, so they may differ on resume
+    same = {"max_train_minutes": cfg.max_train_minutes, "checkpoint_every": cfg.checkpoint_every}
+    if BaseModelConfig.from_json(blob["config"]).replace(**same) != cfg:
         raise FinescopeError(
             f"Checkpoint {str(path)!r} was made with a different training config; delete that folder "
             "to start over, or rerun with the config it was made with."
