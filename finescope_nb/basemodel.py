@@ -222,13 +222,14 @@ def train(cfg: BaseModelConfig, texts: Sequence[str], checkpoint_dir: str | Path
         optimizer.step()
         state.step += 1
         state.elapsed = time.perf_counter() - t0
-        state.history.append([state.step, round(float(loss), 4), round(state.elapsed, 1)])
+        value = loss.item()
+        state.history.append([state.step, round(value, 4), round(state.elapsed, 1)])
         bar.update(1)
-        bar.set_postfix(loss=f"{float(loss):.3f}")
+        bar.set_postfix(loss=f"{value:.3f}")
         if state.step % cfg.checkpoint_every == 0 or state.step == cfg.max_steps:
             _save_checkpoint(ckpt, model, optimizer, state, cfg)
         if on_step is not None:
-            on_step(state.step, float(loss))
+            on_step(state.step, value)
     bar.close()
     _save_checkpoint(ckpt, model, optimizer, state, cfg)
     model.eval()
