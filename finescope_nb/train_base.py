@@ -39,6 +39,8 @@ def model_card(cfg: BaseModelConfig, config, params: int, share: float, state, h
         f"| {r.domain} | {r.tokens} | {r.ppl:.2f} | {r.ppl_unigram:.2f} |" for r in table.itertuples()
     )
     tokens = state.step * cfg.batch_size * cfg.seq_len
+    stopped = (f" (the {cfg.max_train_minutes:g}-minute budget stopped it at step {state.step} of {cfg.max_steps})"
+               if state.step < cfg.max_steps else "")
     return f"""# finescope-tiny-llama
 
 The embedded base model of finescope-nb, trained from scratch by `finescope train-base`
@@ -54,7 +56,7 @@ runs with no model hub; it is tiny and under-trained, a teaching and testing mod
 | parameters | {params:,} |
 | decoder blocks' share of forward multiply-adds (context {cfg.seq_len}) | {share:.3f} |
 | training | {state.step} steps x {cfg.batch_size} x {cfg.seq_len} tokens = {tokens:,} tokens, AdamW lr {cfg.lr} cosine to {cfg.min_lr} |
-| training time | {state.elapsed / 60:.1f} min |
+| training time | {state.elapsed / 60:.1f} min{stopped} |
 | hardware | {hw} |
 | seed | {cfg.seed} |
 | weights on disk | bfloat16 (loaded as float32) |
