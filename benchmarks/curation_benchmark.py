@@ -1,0 +1,211 @@
+"""Curation benchmark: retrieval quality of every selector (coarse domains, fine topics), scoring speed,
+and the ThresholdTuner's update time. Writes benchmarks/results/curation.json.
+
+    python benchmarks/curation_benchmark.py            # everything (needs the embedded base model)
+    python benchmarks/curation_benchmark.py --speed    # only what needs no model: scoring speed, tuner update
+
+The kit's default SAE selector is named before anything is measured: mean-pooled codes, cosine
+to the seed centroid, no feature weighting (`curate.default_sae_selector`). Other poolings and the
+IDF / seed-enrichment weightings are reported as their own rows; the weighting the notes call best
+is chosen on tuning draws (seeds drawn with other random seeds than the reported ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from finescope_nb import corpus, paths  # noqa: E402
+from finescope_nb.activations import capture, pool_per_document  # noqa: E402
+from finescope_nb.artifacts import write_json_atomic  # noqa: E402
+from finescope_nb.curate import (DenseSelector, HashedNgramSelector, RandomSelector, SAESelector, SparseCodes,  # noqa: E402
+                                 default_sae_selector, evaluate_selectors, summarize)
+
+RESULTS = ROOT / "benchmarks" / "results" / "curation.json"
+SEEDS_PER_QUERY, DRAWS, TUNING_DRAWS = 10, 5, 3
+M = {"coarse": 500, "fine": 100}
+TOP_L = 64
+MIN_TOPIC_DOCS = 200
+
+
+def speed(n_docs: int = 1_000_000, d_sae: int = 2048, top_l: int = TOP_L, n_seeds: int = 50) -> dict:
+    """Score `n_docs` synthetic sparse pooled codes against `n_seeds` seeds; time and peak memory in a fresh process."""
+    code = f"""
+import json, resource, time, numpy as np, torch
+from finescope_nb.curate import SAESelector, SparseCodes
+torch.set_num_threads(2)
+rng = np.random.default_rng(0)
+pool = SparseCodes(rng.integers(0, {d_sae}, ({n_docs}, {top_l}), dtype=np.int32),
+                   np.sort(rng.random(({n_docs}, {top_l}), dtype=np.float32), axis=1)[:, ::-1].copy(), {d_sae})
+seeds = SparseCodes(rng.integers(0, {d_sae}, ({n_seeds}, {top_l}), dtype=np.int32), rng.random(({n_seeds}, {top_l}), dtype=np.float32), {d_sae})
+out = {{}}
+for scoring in ("centroid", "max"):
+    selector = SAESelector(scoring=scoring).fit(seeds)
+    start = time.perf_counter()
+    scores = selector.score(pool)
+    out[scoring] = time.perf_counter() - start
+out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    return {"score_1m_seconds": round(max(measured["centroid"], measured["max"]), 3),
+            "score_1m_seconds_by_scoring": {k: round(measured[k], 3) for k in ("centroid", "max")},
+            "score_1m_peak_mb": round(measured["peak_mb"], 1),
+            "score_1m_setup": {"docs": n_docs, "d_sae": d_sae, "top_l": top_l, "seeds": n_seeds, "threads": 2,
+                               "peak_includes": "the 1M synthetic codes themselves (int32 indices + float32 values)"}}
+
+
+def tuner_update_ms(scores: np.ndarray, labels: np.ndarray, target: str) -> float:
+    """Median time of one ThresholdTuner update (recount, metrics, cut line) over 50 cuts."""
+    from finescope_nb.viz.curation_widgets import ThresholdTuner
+
+    tuner = ThresholdTuner(scores, labels, target)
+    times = []
+    for x in np.linspace(np.quantile(scores, 0.5), np.quantile(scores, 0.999), 50):
+        start = time.perf_counter()
+        tuner.set_threshold(float(x))
+        times.append(time.perf_counter() - start)
+    return round(1000 * float(np.median(times)), 2)
+
+
+@torch.no_grad()
+def embed(sae, model, tokenizer, texts, progress=False):
+    """One capture pass: dense mean-pooled hidden state and the SAE's mean / max pooled top-L codes."""
+    dense, codes = [], {"mean": [], "max": []}
+    for batch in capture(model, tokenizer, texts, sae.layer, sae.config.capture, progress=progress, total=len(texts)):
+        acts = batch.acts[sae.layer]
+        local = batch.doc_index - batch.tokens.doc_index[0]
+        rows = len(batch.tokens.doc_index)
+        dense.append(pool_per_document(acts, local, rows)[0])
+        for pooling, pooled in zip(("mean", "max"), pool_per_document(sae.encode(acts), local, rows)):
+            values, indices = pooled.topk(TOP_L, dim=1)
+            codes[pooling].append((indices.int().numpy(), values.numpy()))
+    sparse = {p: SparseCodes(np.concatenate([i for i, _ in parts]), np.concatenate([v for _, v in parts]), sae.d_sae)
+              for p, parts in codes.items()}
+    return torch.cat(dense).numpy(), sparse
+
+
+def selectors():
+    sae = {
+        "sae mean centroid (default)": default_sae_selector(),
+        "sae mean centroid idf": default_sae_selector(weighting="idf"),
+        "sae mean centroid enrichment": default_sae_selector(weighting="enrichment"),
+        "sae mean max-over-seeds": SAESelector(pooling="mean", scoring="max"),
+        "sae max max-over-seeds (paper)": SAESelector(pooling="max", scoring="max"),
+    }
+    return sae | {"dense centred centroid": DenseSelector(centre=True), "dense centroid": DenseSelector(centre=False),
+                  "dense max-over-seeds": DenseSelector(centre=False, scoring="max"),
+                  "ngram dsir (per-ngram mean)": HashedNgramSelector(), "random": RandomSelector(seed=0)}
+
+
+def quality(progress: bool = True) -> dict:
+    from finescope_nb.lm import load_model, load_tokenizer
+    from finescope_nb.sae.cache import cached_sae, default_sae_config
+
+    model, tokenizer = load_model(), load_tokenizer()
+    sae = cached_sae(model, tokenizer, default_sae_config(), progress=progress)
+    pool = corpus.load_pool().to_pandas()
+    cache = paths.DEFAULT_RUNS_DIR / "curation-benchmark" / f"{sae.model_identity}-{sae.config.config_hash()}.npz"
+    if cache.is_file():
+        data = np.load(cache)
+        dense = data["dense"]
+        codes = {p: SparseCodes(data[f"{p}_indices"], data[f"{p}_values"], sae.d_sae) for p in ("mean", "max")}
+    else:
+        dense, codes = embed(sae, model, tokenizer, pool.text.tolist(), progress)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, dense=dense, **{f"{p}_{k}": getattr(c, k) for p, c in codes.items() for k in ("indices", "values")})
+    chosen = selectors()
+    prepared = {name: codes[s.pooling] if isinstance(s, SAESelector) else dense if isinstance(s, DenseSelector)
+                else s.prepare(pool.text.tolist()) if isinstance(s, HashedNgramSelector) else len(pool) for name, s in chosen.items()}
+    seeds_split = corpus.load_split("seeds").to_pandas()
+    seeds_split = seeds_split[seeds_split.kind == "pool_style"]
+
+    def seeds_for(column, offset):
+        def draw(target, i):
+            group = seeds_split[seeds_split[column] == target]
+            texts = group.sample(SEEDS_PER_QUERY, random_state=offset + i).text.tolist()
+            seed_dense, seed_codes = embed(sae, model, tokenizer, texts)
+            return {name: seed_codes[s.pooling] if isinstance(s, SAESelector) else seed_dense if isinstance(s, DenseSelector)
+                    else texts for name, s in chosen.items()}
+        return draw
+
+    domains = list(corpus.DOMAINS)
+    coarse = evaluate_selectors(chosen, prepared, pool.domain.to_numpy(), domains, seeds_for("domain", 0),
+                                m=M["coarse"], draws=DRAWS, progress=progress)
+    counts = pool[pool.domain.isin(domains)].groupby("topic").size()
+    topics = sorted(t for t in counts[counts >= MIN_TOPIC_DOCS].index if (seeds_split.topic == t).sum() >= SEEDS_PER_QUERY)
+    domain_of = pool.groupby("topic").domain.first()
+    within = lambda topic: np.flatnonzero(pool.domain.to_numpy() == domain_of[topic])
+    fine = evaluate_selectors(chosen, prepared, pool.topic.to_numpy(), topics, seeds_for("topic", 0),
+                              m=M["fine"], draws=DRAWS, candidates=within, progress=progress)
+    sae_only = {n: s for n, s in chosen.items() if isinstance(s, SAESelector)}
+    tuning = evaluate_selectors(sae_only, prepared, pool.topic.to_numpy(), topics, seeds_for("topic", 1000),
+                                m=M["fine"], draws=TUNING_DRAWS, candidates=within, progress=progress)
+    return report(coarse, fine, tuning, sae) | {"tuner_update_ms": tuner_update_ms(
+        default_sae_selector().fit(seeds_for("domain", 0)("math", 0)["sae mean centroid (default)"]).score(codes["mean"]),
+        pool.domain.to_numpy(), "math")}
+
+
+def report(coarse, fine, tuning, sae) -> dict:
+    out = {"m": M, "seeds_per_query": SEEDS_PER_QUERY, "draws": DRAWS, "top_l": TOP_L,
+           "default_sae_selector": "sae mean centroid (default)",
+           "sae": {"layer": sae.layer, "d_sae": sae.d_sae, "k": sae.config.k, "metrics": {
+               k: sae.metrics.get(k) for k in ("explained_variance", "l0", "dead_fraction", "loss_recovered")}}}
+    for key in ("precision_at_m", "precision_std", "auroc"):
+        out[key] = {}
+    for setting, results in (("coarse", coarse), ("fine", fine)):
+        table = summarize(results)
+        for key, column in (("precision_at_m", "precision_mean"), ("precision_std", "precision_std"), ("auroc", "auroc_mean")):
+            out[key][setting] = {s: {t: round(float(v), 4) for t, v in zip(g.target, g[column])} for s, g in table.groupby("selector")}
+        macro = table.groupby("selector")[["precision_mean", "auroc_mean"]].mean().round(4)
+        out.setdefault("macro", {})[setting] = macro.to_dict(orient="index")
+    fine_table = summarize(fine)
+    sae_p = fine_table[fine_table.selector == out["default_sae_selector"]].set_index("target").precision_mean
+    dense_p = fine_table[fine_table.selector == "dense centred centroid"].set_index("target").precision_mean
+    tuned = summarize(tuning).groupby("selector").precision_mean.mean()
+    out["fine_goal"] = {"sae_macro_precision": round(float(sae_p.mean()), 4),
+                        "dense_centred_macro_precision": round(float(dense_p.mean()), 4),
+                        "topics_where_sae_mean_at_least_dense": int((sae_p >= dense_p.reindex(sae_p.index)).sum()),
+                        "topics": int(len(sae_p)),
+                        "best_sae_variant_on_tuning_draws": tuned.idxmax(),
+                        "tuning_draws_macro_precision": tuned.round(4).to_dict()}
+    coarse_sae = out["precision_at_m"]["coarse"][out["default_sae_selector"]]
+    out["coarse_goal"] = {"min_sae_precision": min(coarse_sae.values()), "target": 0.95}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--speed", action="store_true", help="only the parts that need no model: scoring speed and memory, tuner update time")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    out = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    out |= speed()
+    if args.speed:  # the tuner on the embedded pool's size and labels, with stand-in scores until a model exists
+        labels = corpus.load_pool().to_pandas().domain.to_numpy()
+        scores = np.random.default_rng(0).random(len(labels)) + (labels == "math")
+        out["tuner_update_ms"] = tuner_update_ms(scores, labels, "math")
+        out["tuner_update_note"] = f"{len(labels)} embedded-pool documents and labels, synthetic scores"
+    else:
+        out.pop("tuner_update_note", None)
+        out |= quality()
+    out["hardware"] = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+                       "threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__}
+    write_json_atomic(RESULTS, out)
+    print(json.dumps(out, indent=1)[:4000])
+
+
+if __name__ == "__main__":
+    main()

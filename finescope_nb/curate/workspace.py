@@ -1,0 +1,64 @@
+"""What the curation notebooks start from: model, SAE, a pool and its pooled codes, cached.
+
+The SAE is the one an earlier notebook saved for this model (`latest_sae`) or, failing that, the
+default one trained now through the SAE stage's cache. The pool's codes are written once under
+runs/codes/, keyed by the SAE and the exact documents, so re-running a notebook encodes nothing.
+Under FINESCOPE_FAST a balanced sample of the pool keeps each notebook to a minute or two.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from finescope_nb import paths
+from finescope_nb.corpus import load_pool
+from finescope_nb.lm import load_model, load_tokenizer
+from finescope_nb.sae.cache import cached_sae, default_sae_config, latest_sae
+from finescope_nb.sae.codes import PooledCodes, encode_corpus
+
+
+@dataclass
+class Workspace:
+    model: object
+    tokenizer: object
+    sae: object
+    pool: pd.DataFrame  # id, text, domain, topic, source
+    codes: PooledCodes  # rows aligned with `pool`
+
+
+def pool_sample(per_domain: int | None, seed: int = 0) -> pd.DataFrame:
+    """The embedded pool, or `per_domain` random documents of each domain (None: all of it)."""
+    df = load_pool().to_pandas()[["id", "text", "domain", "topic", "source"]]
+    if per_domain is not None:
+        df = df.sample(frac=1.0, random_state=seed).groupby("domain", sort=True).head(per_domain)
+    return df.reset_index(drop=True)
+
+
+def cached_pool_codes(sae, model, tokenizer, pool: pd.DataFrame, top_l: int = 64, runs_dir: str | Path | None = None,
+                      progress: bool = True) -> PooledCodes:
+    """Pooled codes of `pool` under this SAE, loaded when an earlier run wrote them."""
+    digest = hashlib.sha256("\n".join(map(str, pool["id"])).encode())
+    digest.update(f"|{top_l}|{sae.config.capture.to_json()}".encode())
+    runs = Path(runs_dir) if runs_dir is not None else paths.DEFAULT_RUNS_DIR
+    folder = runs / "codes" / f"{sae.model_identity}-{sae.config.config_hash()}-{digest.hexdigest()[:12]}"
+    if (folder / "meta.json").is_file():
+        return PooledCodes.load(folder)
+    return encode_corpus(sae, model, tokenizer, pool["text"].tolist(), pool["id"].tolist(), folder, top_l=top_l,
+                         progress=progress, total=len(pool))
+
+
+def open_workspace(fast: bool, per_domain: int | None = None, top_l: int = 64, progress: bool = True) -> Workspace:
+    """Model, tokenizer, SAE, pool and pool codes for the curation notebooks (small under `fast`)."""
+    model, tokenizer = load_model(), load_tokenizer()
+    sae = latest_sae(model)
+    if sae is None:
+        config = default_sae_config(fast=fast)
+        small = dict(heldout_docs=60, heldout_tokens=4_000, loss_tokens=2_000) if fast else {}
+        sae = cached_sae(model, tokenizer, config, progress=progress, **small)
+    pool = pool_sample(per_domain if per_domain is not None else (150 if fast else None))
+    codes = cached_pool_codes(sae, model, tokenizer, pool, top_l=top_l, progress=progress)
+    return Workspace(model, tokenizer, sae, pool, codes)

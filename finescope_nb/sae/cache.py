@@ -1,0 +1,73 @@
+"""Train-or-load for notebooks and later stages: SAEs cached in the runs folder by model and config.
+
+An SAE's folder is runs/sae/<model identity>-<config hash>, so the same model and config always
+find the same SAE, and a notebook reuses what an earlier notebook trained (`latest_sae`).
+Training texts come from the pool in a fixed shuffled order; held-out metrics from the
+validation split, which never overlaps the pool.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from finescope_nb import paths
+from finescope_nb.activations import ActivationConfig
+from finescope_nb.corpus import load_pool, load_split
+from finescope_nb.errors import FinescopeError
+from finescope_nb.lm import model_identity
+from finescope_nb.sae.layer_sae import META_FILE, LayerSAE
+from finescope_nb.sae.metrics import evaluate_sae
+from finescope_nb.sae.registry import SAEConfig
+from finescope_nb.sae.train import train_sae
+
+
+def default_sae_config(fast: bool = False, **overrides) -> SAEConfig:
+    """The kit's default SAE, or a small one that trains in seconds for FINESCOPE_FAST runs."""
+    if fast:
+        base = SAEConfig(d_sae=512, k=16, train_tokens=40_960, batch_size=512, dead_feature_window=10, lr=1e-3,
+                         capture=ActivationConfig(max_length=64, batch_size=16))
+    else:
+        base = SAEConfig()
+    return base.replace(**overrides)
+
+
+def sae_dir(model, config: SAEConfig, runs_dir: str | Path | None = None) -> Path:
+    runs = Path(runs_dir) if runs_dir is not None else paths.DEFAULT_RUNS_DIR
+    return runs / "sae" / f"{model_identity(model)}-{config.config_hash()}"
+
+
+def shuffled_texts(split: str = "pool", seed: int = 0, limit: int | None = None) -> list[str]:
+    """Texts of a corpus split in a fixed random order (documents arrive sorted by domain otherwise)."""
+    ds = load_split(split) if split != "pool" else load_pool()
+    ds = ds.shuffle(seed=seed)
+    if limit is not None:
+        ds = ds.select(range(min(limit, len(ds))))
+    return list(ds["text"])
+
+
+def cached_sae(model, tokenizer, config: SAEConfig, runs_dir: str | Path | None = None, heldout_docs: int = 2000,
+               heldout_tokens: int = 200_000, loss_tokens: int = 50_000, progress: bool = True) -> LayerSAE:
+    """Load the SAE of this model and config from the runs folder, or train, evaluate and save it."""
+    folder = sae_dir(model, config, runs_dir)
+    if (folder / META_FILE).is_file():
+        return LayerSAE.load(folder, model)
+    docs_needed = config.train_tokens // max(config.capture.max_length // 2, 1) + 1
+    sae = train_sae(model, tokenizer, shuffled_texts("pool", config.seed, docs_needed), config, progress=progress)
+    sae.metrics.update(evaluate_sae(sae, model, tokenizer, shuffled_texts("validation", 0, heldout_docs),
+                                    n_tokens=heldout_tokens, loss_tokens=loss_tokens, progress=progress))
+    sae.save(folder)
+    return sae
+
+
+def latest_sae(model, runs_dir: str | Path | None = None) -> LayerSAE | None:
+    """The most recently saved SAE of this model in the runs folder, or None."""
+    runs = Path(runs_dir) if runs_dir is not None else paths.DEFAULT_RUNS_DIR
+    prefix = model_identity(model)
+    found = sorted((p for p in (runs / "sae").glob(f"{prefix}-*") if (p / META_FILE).is_file()),
+                   key=lambda p: (p / META_FILE).stat().st_mtime)
+    if not found:
+        return None
+    try:
+        return LayerSAE.load(found[-1], model)
+    except FinescopeError:
+        return None

@@ -1,0 +1,48 @@
+"""Tiny random models and word-level tokenizers for the SAE-stage tests (milliseconds per forward)."""
+
+import random
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedTokenizerFast
+
+WORDS = ("the a of to and in is it that for on with as was at by an be this are from or had not but what all were "
+         "when we there can your which their said if do will each about how up out them then she many some so "
+         "these would other into has more her two like him see time could no make than first been its who now "
+         "people my made over did down only way find use may water long little very after words called just").split()
+DOMAINS = ("math", "code", "stem")
+
+
+def tokenizer(bos: bool = True) -> PreTrainedTokenizerFast:
+    """Word-level; with `bos` it prepends <|endoftext|> like the kit's own tokenizer, else adds nothing (GPT-2)."""
+    vocab = {"<|endoftext|>": 0, "<|pad|>": 1, "[UNK]": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|endoftext|>",
+                                   pad_token="<|pad|>", unk_token="[UNK]", model_max_length=2048)
+
+
+def llama(seed: int = 0, hidden: int = 32, layers: int = 3):
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(WORDS) + 3, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, initializer_range=0.3,
+                         bos_token_id=0, eos_token_id=0, pad_token_id=1, tie_word_embeddings=True)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def gpt2(seed: int = 0, hidden: int = 32, layers: int = 2):
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(WORDS) + 3, n_embd=hidden, n_layer=layers, n_head=4, n_positions=64,
+                        initializer_range=0.3, bos_token_id=0, eos_token_id=0, pad_token_id=1)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def texts(n: int, seed: int = 0, min_words: int = 5, max_words: int = 30) -> list[str]:
+    rng = random.Random(seed)
+    return [" ".join(rng.choices(WORDS, k=rng.randint(min_words, max_words))) for _ in range(n)]
+
+
+def domains(n: int) -> list[str]:
+    return [DOMAINS[i % len(DOMAINS)] for i in range(n)]
