@@ -22,7 +22,7 @@ from torch.func import jvp
 
 from finescope_nb.activations import ActivationConfig, check_layer, collect_activations, context_length, tokenize_batches
 from finescope_nb.errors import FinescopeError
-from finescope_nb.lm import get_adapter
+from finescope_nb.lm import get_adapter, run_until_layer
 
 __all__ = ["CoordinateSelection", "jacobian_scores", "select_coordinates"]
 
@@ -32,10 +32,6 @@ class CoordinateSelection:
     method: str
     indices: torch.Tensor  # [K] chosen coordinates, best first
     scores: torch.Tensor  # [hidden] score of every coordinate (higher is better)
-
-
-class _Stop(Exception):
-    pass
 
 
 @contextlib.contextmanager
@@ -58,7 +54,7 @@ def jacobian_scores(model, tokenizer, texts, layer: int, probes: int = 4, seed: 
     if probes < 1:
         raise FinescopeError(f"probes must be at least 1, got {probes}.")
     adapter = get_adapter(model)
-    block, embed = adapter.decoder_layers(model)[layer], adapter.embedding(model)
+    embed = adapter.embedding(model)
     generator = torch.Generator().manual_seed(seed)
     total = torch.zeros(adapter.hidden_size(model), dtype=torch.float64)
     count = 0
@@ -67,20 +63,7 @@ def jacobian_scores(model, tokenizer, texts, layer: int, probes: int = 4, seed: 
             embeds = embed(batch.input_ids)
 
             def layer_output(e, mask=batch.attention_mask):
-                captured = []
-
-                def stop(module, args, output):
-                    captured.append(output if isinstance(output, torch.Tensor) else output[0])
-                    raise _Stop
-
-                handle = block.register_forward_hook(stop)
-                try:
-                    model(inputs_embeds=e, attention_mask=mask, use_cache=False)
-                except _Stop:
-                    pass
-                finally:
-                    handle.remove()
-                return captured[0]
+                return run_until_layer(model, None, mask, layer, inputs_embeds=e)
 
             for _ in range(probes):
                 direction = torch.randn(embeds.shape, generator=generator, dtype=embeds.dtype)

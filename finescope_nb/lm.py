@@ -276,13 +276,14 @@ class _StopForward(Exception):
     """Raised by a forward hook to end the forward pass once the wanted layer has run."""
 
 
-def run_until_layer(model, input_ids, attention_mask, layer: int) -> torch.Tensor:
+def run_until_layer(model, input_ids, attention_mask, layer: int, inputs_embeds=None) -> torch.Tensor:
     """The residual stream after block `layer` ([batch, seq, hidden]), skipping the later blocks.
 
     A forward hook on that block stores its output and raises to stop the pass. Blocks return a
     plain tensor in transformers 5 (Llama, GPT-2, NeoX) but may return a tuple elsewhere: taking
     output[0] of a tensor would silently keep only the first batch row, so the type is checked.
-    Gradients flow as usual, so this also serves Jacobian estimates.
+    Gradients flow as usual, so this also serves Jacobian estimates (pass `inputs_embeds` and
+    input_ids=None to differentiate with respect to the embeddings).
     """
     adapter = get_adapter(model)
     n = adapter.num_layers(model)
@@ -296,7 +297,7 @@ def run_until_layer(model, input_ids, attention_mask, layer: int) -> torch.Tenso
 
     handle = adapter.decoder_layers(model)[layer].register_forward_hook(stop)
     try:
-        model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        model(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=False)
     except _StopForward:
         pass
     finally:
