@@ -32,27 +32,30 @@ from finescope_nb.activations import capture, default_layer  # noqa: E402
 from finescope_nb.basemodel import hardware  # noqa: E402
 from finescope_nb.lm import load_model, load_tokenizer  # noqa: E402
 from finescope_nb.sae import SAEConfig, evaluate_sae, train_sae  # noqa: E402
-from finescope_nb.sae.cache import shuffled_texts  # noqa: E402
+from finescope_nb.sae.cache import default_sae_config, sae_dir, shuffled_texts  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "sae.json"
 
 ENCODE_SCRIPT = """
-import resource, sys
+import json, resource, sys
 sys.path.insert(0, {root!r})
 from finescope_nb.lm import load_model, load_tokenizer
 from finescope_nb.sae import LayerSAE, encode_corpus
-from finescope_nb.sae.cache import shuffled_texts
 model, tok = load_model({model!r}), load_tokenizer({model!r})
 sae = LayerSAE.load({sae!r}, model)
-texts = shuffled_texts("pool", 1, {docs})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 reps = {reps}
-stream = (t for _ in range(reps) for t in texts)
-ids = (f"{{r}}-{{i}}" for r in range(reps) for i in range(len(texts)))
-codes = encode_corpus(sae, model, tok, stream, ids, {out!r}, top_l=64, progress=False)
-assert len(codes) == reps * len(texts)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+def stream():
+    for _ in range(reps):
+        with open({texts!r}) as f:
+            for line in f:
+                yield json.loads(line)
+n = {docs}
+ids = (f"{{r}}-{{i}}" for r in range(reps) for i in range(n))
+codes = encode_corpus(sae, model, tok, stream(), ids, {out!r}, top_l=64, progress=False)
+assert len(codes) == reps * n
+print(before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
-
 
 def capture_speed(model, tokenizer, texts, layer, config, rounds=3) -> dict:
     """Tokens/s of early-exit capture and of a full forward (LM head included), interleaved."""
@@ -69,11 +72,17 @@ def capture_speed(model, tokenizer, texts, layer, config, rounds=3) -> dict:
             "capture_speedup_vs_full_forward": best[False] / best[True], "capture_benchmark_tokens": tokens}
 
 
-def encode_rss(model_path, sae_dir: Path, docs: int, reps: int, work: Path) -> int:
-    """Peak RSS (KiB, ru_maxrss) of a fresh process encoding `docs` pool documents `reps` times over."""
-    script = ENCODE_SCRIPT.format(root=str(ROOT), model=model_path, sae=str(sae_dir), docs=docs, reps=reps, out=str(work / f"codes-{reps}"))
+def encode_rss(model_path, sae_dir: Path, texts_file: Path, docs: int, reps: int, work: Path) -> tuple[int, int]:
+    """Peak RSS (KiB, ru_maxrss) of a fresh process before and after encoding `docs` documents `reps` times over.
+
+    The documents stream from a JSONL file, so the peak is the model, the SAE and encoding itself,
+    not the corpus table; the first number (after loading model and SAE) is the floor.
+    """
+    script = ENCODE_SCRIPT.format(root=str(ROOT), model=model_path, sae=str(sae_dir), texts=str(texts_file), docs=docs,
+                                  reps=reps, out=str(work / f"codes-{reps}"))
     out = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True, env=os.environ)
-    return int(out.stdout.strip().splitlines()[-1])
+    before, after = out.stdout.strip().splitlines()[-1].split()
+    return int(before), int(after)
 
 
 def main() -> None:
@@ -91,7 +100,7 @@ def main() -> None:
 
     model, tokenizer = load_model(args.model), load_tokenizer(args.model)
     layer = default_layer(model) if args.layer is None else args.layer
-    config = SAEConfig(layer=layer, d_sae=args.d_sae, k=args.k, train_tokens=args.train_tokens)
+    config = SAEConfig(layer=args.layer, d_sae=args.d_sae, k=args.k, train_tokens=args.train_tokens)
     result = {"hardware": hardware(), "layer": layer}
 
     speed_texts = shuffled_texts("validation", 1, 200)
@@ -110,8 +119,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         sae.save(work / "sae")
-        rss_1 = encode_rss(args.model, work / "sae", args.encode_docs, 1, work)
-        rss_10 = encode_rss(args.model, work / "sae", args.encode_docs, 10, work)
+        texts_file = work / "texts.jsonl"
+        texts_file.write_text("".join(json.dumps(t) + "\n" for t in shuffled_texts("pool", 1, args.encode_docs)))
+        floor_1, rss_1 = encode_rss(args.model, work / "sae", texts_file, args.encode_docs, 1, work)
+        floor_10, rss_10 = encode_rss(args.model, work / "sae", texts_file, args.encode_docs, 10, work)
+    if config == default_sae_config() and args.model is None:
+        folder = sae_dir(model, config)
+        if not folder.exists():
+            sae.save(folder)  # later stages and the curation benchmark reuse this SAE
 
     details = {
         "architecture": config.architecture, "train_seconds_incl_capture": round(train_seconds, 1),
@@ -119,7 +134,9 @@ def main() -> None:
         "loss_recovered": metrics["loss_recovered"], "full_forward_tokens_per_s": result.pop("full_forward_tokens_per_s"),
         "capture_benchmark_tokens": result.pop("capture_benchmark_tokens"),
         "encode_peak_rss_mib": {"pool_docs": args.encode_docs, "1x": round(rss_1 / 1024, 1), "10x": round(rss_10 / 1024, 1),
-                                "ratio": round(rss_10 / rss_1, 3)},
+                                "ratio": round(rss_10 / rss_1, 3),
+                                "after_loading_model_and_sae": {"1x": round(floor_1 / 1024, 1), "10x": round(floor_10 / 1024, 1)},
+                                "encoding_growth": {"1x": round((rss_1 - floor_1) / 1024, 1), "10x": round((rss_10 - floor_10) / 1024, 1)}},
     }
     result.update({
         "d_sae": sae.d_sae, "k": config.k, "train_tokens": sae.metrics["train_tokens"],

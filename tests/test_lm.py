@@ -9,16 +9,12 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     AutoModelForCausalLM,
     BertConfig,
-    GPT2Config,
-    GPTNeoXConfig,
-    LlamaConfig,
-    MistralConfig,
     OPTConfig,
     PreTrainedTokenizerFast,
-    Qwen2Config,
 )
 
 from finescope_nb import lm
+from tiny_models import CONFIGS, HEAD_DIM, HEADS, HIDDEN, INTER, LAYERS, VOCAB, make_model
 from finescope_nb.errors import FinescopeError
 from finescope_nb.lm import (
     SHAPES_FILE,
@@ -32,32 +28,12 @@ from finescope_nb.lm import (
     shapes_are_uniform,
 )
 
-VOCAB, HIDDEN, LAYERS, HEADS, HEAD_DIM, INTER = 64, 32, 3, 4, 8, 48
-TOKENS = dict(bos_token_id=1, eos_token_id=2, pad_token_id=0)
-LLAMA_LIKE = dict(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS,
-                  num_attention_heads=HEADS, num_key_value_heads=2, max_position_embeddings=64,
-                  initializer_range=0.3, **TOKENS)
-CONFIGS = {
-    "llama": lambda: LlamaConfig(**LLAMA_LIKE),
-    "qwen2": lambda: Qwen2Config(**LLAMA_LIKE),
-    "mistral": lambda: MistralConfig(**LLAMA_LIKE),
-    "gpt2": lambda: GPT2Config(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_inner=INTER,
-                               n_positions=64, initializer_range=0.3, **TOKENS),
-    "gpt_neox": lambda: GPTNeoXConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
-                                      num_attention_heads=HEADS, intermediate_size=INTER,
-                                      max_position_embeddings=64, initializer_range=0.3, **TOKENS),
-}
 ARCHS = list(CONFIGS)
 KV_HEADS = {"llama": 2, "qwen2": 2, "mistral": 2, "gpt2": HEADS, "gpt_neox": HEADS}
 # Written out independently of the adapters, for the masking oracle.
 O_PROJ = {"llama": "self_attn.o_proj", "gpt2": "attn.c_proj", "gpt_neox": "attention.dense"}
 DOWN_PROJ = {"llama": "mlp.down_proj", "gpt2": "mlp.c_proj", "gpt_neox": "mlp.dense_4h_to_h"}
 FAMILY = {"llama": "llama", "qwen2": "llama", "mistral": "llama", "gpt2": "gpt2", "gpt_neox": "gpt_neox"}
-
-
-def make_model(arch, seed=0):
-    torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(CONFIGS[arch]()).eval()
 
 
 def batch():

@@ -4,13 +4,38 @@ import random
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedTokenizerFast
+from transformers import (AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig, PreTrainedTokenizerFast,
+                          Qwen2Config)
 
 WORDS = ("the a of to and in is it that for on with as was at by an be this are from or had not but what all were "
          "when we there can your which their said if do will each about how up out them then she many some so "
          "these would other into has more her two like him see time could no make than first been its who now "
          "people my made over did down only way find use may water long little very after words called just").split()
 DOMAINS = ("math", "code", "stem")
+
+# One tiny config per supported family, all with the same shapes (GQA 4/2 where the family has it).
+VOCAB, HIDDEN, LAYERS, HEADS, HEAD_DIM, INTER = len(WORDS) + 3, 32, 3, 4, 8, 48
+TOKENS = dict(bos_token_id=0, eos_token_id=0, pad_token_id=1)
+LLAMA_LIKE = dict(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS,
+                  num_attention_heads=HEADS, num_key_value_heads=2, max_position_embeddings=64,
+                  initializer_range=0.3, **TOKENS)
+CONFIGS = {
+    "llama": lambda: LlamaConfig(**LLAMA_LIKE),
+    "qwen2": lambda: Qwen2Config(**LLAMA_LIKE),
+    "mistral": lambda: MistralConfig(**LLAMA_LIKE),
+    "gpt2": lambda: GPT2Config(vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_inner=INTER,
+                               n_positions=64, initializer_range=0.3, **TOKENS),
+    "gpt_neox": lambda: GPTNeoXConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
+                                      num_attention_heads=HEADS, intermediate_size=INTER,
+                                      max_position_embeddings=64, initializer_range=0.3, **TOKENS),
+}
+ARCHS = list(CONFIGS)
+
+
+def make_model(arch: str, seed: int = 0):
+    """A tiny random model of one family (see CONFIGS), in eval mode."""
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(CONFIGS[arch]()).eval()
 
 
 def tokenizer(bos: bool = True) -> PreTrainedTokenizerFast:

@@ -170,36 +170,46 @@ class Adapter:
         layer = self.decoder_layers(model)[i]
         return {path.rsplit(".", 1)[1]: layer.get_submodule(path) for path in self._mlp_sides}
 
+    def unit_owners(self, model: nn.Module, i: int, kind: str) -> dict[str, tuple[str, torch.Tensor]]:
+        """{module name: (side, owner)} for block i, where owner[f] is the unit that feature f of
+        that side belongs to; kind is "group" (head groups), "query" (query heads alone) or "mlp".
+        Importance scores reduce per-feature scores into units with it (one scatter per module)."""
+        if kind == "group":
+            members = self._attention_map(model, i)
+        elif kind == "query":
+            members = self._query_map(model, i)
+        elif kind == "mlp":
+            size = self.intermediate_size(model, i)
+            members = {path: (side, torch.arange(size)) for path, side in self._mlp_sides.items()}
+        else:
+            raise ValueError(f"unit kind must be 'group', 'query' or 'mlp', got {kind!r}")
+        return {f"{self.layer_hook_name(i)}.{path}": member for path, member in members.items()}
+
     def head_group_slices(self, model: nn.Module, i: int, groups) -> list[ProjSlice]:
         """Features of every attention projection of block i that belong to the given head groups."""
-        return self._slices(i, self._attention_map(model, i), groups)
+        return self._slices(self.unit_owners(model, i, "group"), groups)
 
     def query_head_slices(self, model: nn.Module, i: int, heads) -> list[ProjSlice]:
         """Features that belong to the given query heads alone, for pruning the same number of
         query heads in every GQA group while keeping the KV heads. Without GQA a head is a group."""
-        return self.head_group_slices(model, i, heads)
+        return self._slices(self.unit_owners(model, i, "query"), heads)
 
     def mlp_channel_slices(self, model: nn.Module, i: int, channels) -> list[ProjSlice]:
         """Features of every MLP projection of block i that belong to the given channels."""
-        size = self.intermediate_size(model, i)
-        members = {path: (side, torch.arange(size)) for path, side in self._mlp_sides.items()}
-        return self._slices(i, members, channels)
+        return self._slices(self.unit_owners(model, i, "mlp"), channels)
 
-    def _slices(self, i: int, members: dict, units) -> list[ProjSlice]:
+    def _slices(self, members: dict, units) -> list[ProjSlice]:
         units = torch.as_tensor(list(units), dtype=torch.long)
-        return [
-            ProjSlice(
-                module=f"{self.layer_hook_name(i)}.{path}",
-                side=side,
-                index=torch.isin(owner, units).nonzero().flatten(),
-                transposed=self.conv1d,
-            )
-            for path, (side, owner) in members.items()
-        ]
+        return [ProjSlice(module=name, side=side, index=torch.isin(owner, units).nonzero().flatten(), transposed=self.conv1d)
+                for name, (side, owner) in members.items()]
 
     def _attention_map(self, model: nn.Module, i: int) -> dict[str, tuple[str, torch.Tensor]]:
         """{path in block: (side, owner)} where owner[f] is the head group that feature f belongs to."""
         raise NotImplementedError
+
+    def _query_map(self, model: nn.Module, i: int) -> dict[str, tuple[str, torch.Tensor]]:
+        """Like `_attention_map` for single query heads; without GQA a head is its own group."""
+        return self._attention_map(model, i)
 
     # -- building layers of other shapes ----------------------------------------------------------
 
@@ -214,6 +224,11 @@ class Adapter:
             owner = layer.get_submodule(parent)
             setattr(owner, leaf, _like(getattr(owner, leaf), n_in, n_out))
         self.sync_attention(model, i)
+
+    def projection_names(self, model: nn.Module, i: int) -> list[str]:
+        """Full module names of every projection of block i (attention and MLP)."""
+        sizes = self._projection_features(self.layer_shape(model, i), self.head_dim(model), self.hidden_size(model))
+        return [f"{self.layer_hook_name(i)}.{path}" for path in sizes]
 
     def check_shape(self, shape: dict[str, int], i: int) -> None:
         """Raise ValueError unless `shape` is a layer shape this architecture can run."""

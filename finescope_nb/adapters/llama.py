@@ -48,9 +48,9 @@ class LlamaAdapter(Adapter):
             "self_attn.o_proj": ("in", q_owner),
         }
 
-    def query_head_slices(self, model, i, heads):
+    def _query_map(self, model, i):
         owner = torch.arange(self.num_heads(model, i) * self.head_dim(model)) // self.head_dim(model)
-        return self._slices(i, {"self_attn.q_proj": ("out", owner), "self_attn.o_proj": ("in", owner)}, heads)
+        return {"self_attn.q_proj": ("out", owner), "self_attn.o_proj": ("in", owner)}
 
     def _projection_features(self, shape, head_dim, hidden):
         q, kv, inter = shape["num_heads"] * head_dim, shape["num_kv_heads"] * head_dim, shape["intermediate_size"]

@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from finescope_nb import paths
-from finescope_nb.corpus import load_pool
+from finescope_nb.corpus import load_pool, load_seeds
+from finescope_nb.curate.sae_selector import default_sae_selector
 from finescope_nb.lm import load_model, load_tokenizer
 from finescope_nb.sae.cache import cached_sae, default_sae_config, latest_sae
 from finescope_nb.sae.codes import PooledCodes, encode_corpus
@@ -62,3 +63,13 @@ def open_workspace(fast: bool, per_domain: int | None = None, top_l: int = 64, p
     pool = pool_sample(per_domain if per_domain is not None else (150 if fast else None))
     codes = cached_pool_codes(sae, model, tokenizer, pool, top_l=top_l, progress=progress)
     return Workspace(model, tokenizer, sae, pool, codes)
+
+
+def curate_domain(ws: Workspace, domain: str, m: int, n_seeds: int = 10, seed: int = 0) -> pd.DataFrame:
+    """The top-`m` pool documents for `domain` under the kit's default SAE selector, from `n_seeds`
+    held-out seed examples drawn with `seed`: FineScope's curated set, with a `score` column."""
+    seeds = load_seeds(domain=domain, n=n_seeds, seed=seed)["text"]
+    selector = default_sae_selector(ws.sae, ws.model, ws.tokenizer, top_l=ws.codes.top_l).fit(seeds)
+    selection = selector.select(ws.codes, m=m, ids=ws.pool["id"].tolist())
+    curated = ws.pool.iloc[selection.rows].reset_index(drop=True)
+    return curated.assign(score=selection.scores[selection.rows])

@@ -41,12 +41,12 @@ class SAEConfig(Config):
 
     layer: int | None = None
     architecture: str = "topk"
-    d_sae: int = 2048
+    d_sae: int = 1024
     k: int = 32
     aux_loss_coefficient: float = 1.0
     l1_coefficient: float = 1.0
     l0_coefficient: float = 1.0
-    train_tokens: int = 2_000_000
+    train_tokens: int = 1_200_000
     batch_size: int = 4096
     lr: float = 5e-4
     warmup_fraction: float = 0.05

@@ -1,0 +1,161 @@
+"""Importance criteria: one small class per criterion behind the `Importance` interface.
+
+A criterion scores every weight (and bias) of a projection; a unit's importance (a head group,
+a query head or an MLP channel) is the sum over the features it owns, in every projection that
+holds them, found through the adapter's `unit_owners`. Summing per element and then per unit is
+what makes heads and channels comparable: both are estimates of what removing those weights
+costs (Taylor) or of how much signal they carry (magnitude, activation-aware), so dividing by
+a unit's parameter count gives importance per parameter for ranking across unit kinds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from transformers.pytorch_utils import Conv1D
+
+from finescope_nb.adapters import get_adapter
+from finescope_nb.prune.calibration import CalibrationStats, check_texts, collect
+from finescope_nb.prune.config import PruneConfig
+from finescope_nb.prune.units import unit_cost
+
+
+class Importance:
+    """A pruning criterion: per-element scores of one projection from calibration statistics."""
+
+    name = ""
+    needs_gradients = False
+    needs_inputs = False
+
+    def element_scores(self, name: str, module, stats: CalibrationStats) -> dict[str, torch.Tensor]:
+        """{"weight": scores shaped like the weight, "bias": scores shaped like the bias (optional)}."""
+        raise NotImplementedError
+
+    def unit_scores(self, model, layer: int, kind: str, stats: CalibrationStats, generator: torch.Generator) -> torch.Tensor:
+        """One score per unit of `kind` in block `layer`: element scores summed over each unit's features."""
+        adapter = get_adapter(model)
+        root = adapter.root(model)
+        total = None
+        for name, (side, owner) in adapter.unit_owners(model, layer, kind).items():
+            module = root.get_submodule(name)
+            scores = self.element_scores(name, module, stats)
+            feature_dim = (0 if side == "out" else 1) ^ int(adapter.conv1d)
+            per_feature = scores["weight"].float().sum(dim=1 - feature_dim)
+            if side == "out" and scores.get("bias") is not None:
+                per_feature = per_feature + scores["bias"].float()
+            units = torch.zeros(int(owner.max()) + 1).index_add_(0, owner, per_feature)
+            total = units if total is None else total + units
+        return total
+
+
+class Taylor(Importance):
+    """First-order Taylor |w * dL/dw|: the loss change of zeroing a weight, to first order (LLM-Pruner's default)."""
+
+    name = "taylor"
+    needs_gradients = True
+
+    def element_scores(self, name, module, stats):
+        return {p: (w.detach().float() * stats.grad[name][p]).abs() for p, w in module.named_parameters(recurse=False)}
+
+
+class SecondOrderTaylor(Importance):
+    """|w*g - 0.5*w^2*F|: Taylor with the diagonal Hessian approximated by the Fisher, F = sum of squared batch gradients."""
+
+    name = "taylor2"
+    needs_gradients = True
+
+    def element_scores(self, name, module, stats):
+        out = {}
+        for p, w in module.named_parameters(recurse=False):
+            w = w.detach().float()
+            out[p] = (w * stats.grad[name][p] - 0.5 * w * w * stats.grad_sq[name][p]).abs()
+        return out
+
+
+class Magnitude(Importance):
+    """|w|: no data at all, the baseline every data-driven criterion must beat."""
+
+    name = "magnitude"
+
+    def element_scores(self, name, module, stats):
+        return {p: w.detach().float().abs() for p, w in module.named_parameters(recurse=False)}
+
+
+class ActivationAware(Importance):
+    """Wanda-style |W_ij| * ||X_j||: a weight matters as much as the inputs it multiplies are large."""
+
+    name = "activation"
+    needs_inputs = True
+
+    def element_scores(self, name, module, stats):
+        norms = stats.input_sq[name].sqrt()
+        weight = module.weight.detach().float().abs()
+        in_dim = 0 if isinstance(module, Conv1D) else 1  # Conv1D stores [in, out], nn.Linear [out, in]
+        shape = [1, 1]
+        shape[in_dim] = -1
+        return {"weight": weight * norms.view(shape)}
+
+
+class RandomImportance(Importance):
+    """Random scores from the config's seed: what any criterion must beat to mean something.
+
+    A unit's score is a uniform draw times its parameter count, so importance per parameter (what
+    the plan ranks by) is uniform and heads are not removed first merely for being large.
+    """
+
+    name = "random"
+
+    def unit_scores(self, model, layer, kind, stats, generator):
+        owners = next(iter(get_adapter(model).unit_owners(model, layer, kind).values()))[1]
+        return torch.rand(int(owners.max()) + 1, generator=generator) * unit_cost(model, layer, kind)
+
+
+CRITERIA: dict[str, type[Importance]] = {c.name: c for c in (Taylor, SecondOrderTaylor, Magnitude, ActivationAware, RandomImportance)}
+
+
+@dataclass
+class ImportanceScores:
+    """Unit scores of the prunable blocks: `heads[layer]` per head unit, `channels[layer]` per MLP channel."""
+
+    criterion: str
+    head_unit: str
+    heads: dict[int, torch.Tensor]
+    channels: dict[int, torch.Tensor]
+    calibration_tokens: int = 0
+
+    def frame(self) -> pd.DataFrame:
+        """Long table: layer, kind ("head" / "channel"), unit, score."""
+        rows = [(layer, kind, unit, float(score))
+                for kind, table in (("head", self.heads), ("channel", self.channels))
+                for layer, scores in table.items() for unit, score in enumerate(scores.tolist())]
+        return pd.DataFrame(rows, columns=["layer", "kind", "unit", "score"])
+
+    def to_dict(self) -> dict:
+        return {"criterion": self.criterion, "head_unit": self.head_unit, "calibration_tokens": self.calibration_tokens,
+                "heads": {str(k): v.tolist() for k, v in self.heads.items()},
+                "channels": {str(k): v.tolist() for k, v in self.channels.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ImportanceScores":
+        table = lambda d: {int(k): torch.tensor(v) for k, v in d.items()}  # noqa: E731
+        return cls(data["criterion"], data["head_unit"], table(data["heads"]), table(data["channels"]), data["calibration_tokens"])
+
+
+def compute_importance(model, tokenizer, texts, config: PruneConfig = PruneConfig(), progress: bool = True) -> ImportanceScores:
+    """Score every head unit and MLP channel of the prunable blocks on the first `calibration_docs` texts."""
+    adapter = get_adapter(model)
+    criterion = CRITERIA[config.criterion]()
+    layers = config.layer_range(adapter.num_layers(model))
+    texts = check_texts(texts)[: config.calibration_docs]
+    stats = CalibrationStats()
+    if criterion.needs_gradients or criterion.needs_inputs:
+        modules = [name for i in layers for name in adapter.projection_names(model, i)]
+        stats = collect(model, tokenizer, texts, modules, gradients=criterion.needs_gradients, inputs=criterion.needs_inputs,
+                        batch_size=config.batch_size, max_length=config.max_length, progress=progress)
+    generator = torch.Generator().manual_seed(config.seed)
+    with torch.no_grad():
+        heads = {i: criterion.unit_scores(model, i, config.head_unit, stats, generator) for i in layers}
+        channels = {i: criterion.unit_scores(model, i, "mlp", stats, generator) for i in layers}
+    return ImportanceScores(config.criterion, config.head_unit, heads, channels, stats.tokens)
