@@ -35,12 +35,11 @@ from finescope_nb.adapters import get_adapter  # noqa: E402
 from finescope_nb.artifacts import write_json_atomic  # noqa: E402
 from finescope_nb.basemodel import hardware  # noqa: E402
 from finescope_nb.config import EvalConfig  # noqa: E402
-from finescope_nb.curate.workspace import Workspace, cached_pool_codes, curate_domain, pool_sample  # noqa: E402
+from finescope_nb.curate.workspace import curate_domain, default_workspace  # noqa: E402
 from finescope_nb.evaluate import domain_perplexity  # noqa: E402
-from finescope_nb.lm import load_model, load_tokenizer, run_until_layer  # noqa: E402
+from finescope_nb.lm import run_until_layer  # noqa: E402
 from finescope_nb.prune import PruneConfig, prune  # noqa: E402
 from finescope_nb.prune.compare import Arm, calibration_source, compare_arms  # noqa: E402
-from finescope_nb.sae.cache import cached_sae, default_sae_config  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "pruning.json"
 
@@ -91,10 +90,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 
-    model, tokenizer = load_model(), load_tokenizer()
-    sae = cached_sae(model, tokenizer, default_sae_config())
-    pool = pool_sample(None)
-    ws = Workspace(model, tokenizer, sae, pool, cached_pool_codes(sae, model, tokenizer, pool))
+    ws = default_workspace()
+    model, tokenizer, pool = ws.model, ws.tokenizer, ws.pool
     eval_config = EvalConfig(split="validation", domains=tuple(args.domains), max_docs_per_domain=args.eval_docs)
     base = domain_perplexity(model, tokenizer, eval_config, progress=False)
     ppl_base = dict(zip(base["domain"], base["ppl"]))

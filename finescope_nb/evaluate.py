@@ -99,6 +99,21 @@ def domain_perplexity(model, tokenizer, cfg: EvalConfig = EvalConfig(),
     return pd.DataFrame(rows)
 
 
+def domain_loss(model, tokenizer, sequences: Sequence[Sequence[int]], batch_size: int = 8) -> float:
+    """Mean next-token loss (nats/token) of `model` on tokenised held-out sequences of one domain."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    nll, n = token_nll(model, sequences, batch_size, pad)
+    return nll / max(n, 1)
+
+
+def retained(loss: float, base_loss: float) -> float:
+    """How much of the unpruned model's score a model keeps, the kit's one definition for loss metrics:
+    exp(-loss) / exp(-base_loss), i.e. the ratio of per-token probabilities (geometric mean); 1.0 is
+    as good as the unpruned model. (For accuracy metrics above chance the same role is played by
+    (accuracy - chance) / (base accuracy - chance).)"""
+    return math.exp(base_loss - loss)
+
+
 def unigram_perplexity(counts: Mapping[int, int], vocab_size: int,
                        sequences: dict[str, list[list[int]]]) -> pd.DataFrame:
     rows = []

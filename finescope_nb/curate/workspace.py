@@ -65,6 +65,14 @@ def open_workspace(fast: bool, per_domain: int | None = None, top_l: int = 64, p
     return Workspace(model, tokenizer, sae, pool, codes)
 
 
+def default_workspace(progress: bool = True) -> Workspace:
+    """The embedded model, the kit's default SAE (trained once, then cached) and the whole pool: what benchmarks measure on."""
+    model, tokenizer = load_model(), load_tokenizer()
+    sae = cached_sae(model, tokenizer, default_sae_config(), progress=progress)
+    pool = pool_sample(None)
+    return Workspace(model, tokenizer, sae, pool, cached_pool_codes(sae, model, tokenizer, pool, progress=progress))
+
+
 def curate_domain(ws: Workspace, domain: str, m: int, n_seeds: int = 10, seed: int = 0) -> pd.DataFrame:
     """The top-`m` pool documents for `domain` under the kit's default SAE selector, from `n_seeds`
     held-out seed examples drawn with `seed`: FineScope's curated set, with a `score` column."""

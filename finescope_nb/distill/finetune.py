@@ -1,0 +1,195 @@
+"""Fine-tune the student on prompt -> response pairs, with the loss on response tokens only.
+
+LoRA through peft (adapters on the projections the architecture adapter names, merged into the
+weights at the end, so the result is a plain model again) or full fine-tuning for tiny models.
+Every `eval_every` steps the held-out validation loss of the domain is measured and handed to
+`callback` (the live recovery curve); optional early stopping restores the best weights. A loss
+or weight that stops being finite ends training with a warning naming the step, and the model
+keeps the weights of the last finite step.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from finescope_nb.adapters import get_adapter
+from finescope_nb.config import Config
+from finescope_nb.errors import FinescopeError
+
+METHODS = ("lora", "full")
+
+
+@dataclass(frozen=True)
+class FinetuneConfig(Config):
+    """How the student is trained: method, LoRA shape, steps, batch, learning rate, evaluation cadence."""
+
+    method: str = "lora"
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_targets: tuple[str, ...] | None = None  # None: every projection the architecture adapter names
+    steps: int = 200
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup_steps: int = 10
+    max_length: int = 192
+    eval_every: int = 20
+    patience: int | None = None  # evaluations without improvement before stopping; None: never stop early
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise FinescopeError(f"Unknown fine-tuning method {self.method!r}; choose one of {', '.join(METHODS)}.")
+        for name in ("lora_rank", "steps", "batch_size", "max_length", "eval_every"):
+            if getattr(self, name) < 1:
+                raise FinescopeError(f"{name} must be at least 1, got {getattr(self, name)}.")
+
+
+def encode_pairs(tokenizer, prompts: Sequence[str], responses: Sequence[str], max_length: int) -> list[tuple[list[int], int]]:
+    """(token ids, number of prompt tokens) per pair; the prompt keeps the tokenizer's BOS, the response ends with EOS.
+
+    Pairs whose response loses every token to truncation are dropped; if none is left that is an error.
+    """
+    out = []
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    for prompt, response in zip(prompts, responses):
+        p = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        r = tokenizer(response, add_special_tokens=False)["input_ids"] + eos
+        ids = (p + r)[:max_length]
+        if len(ids) > len(p):
+            out.append((ids, len(p)))
+    if not out:
+        raise FinescopeError(f"No example has a response token left within max_length={max_length} (the prompts fill it), "
+                             "so the response-only loss has nothing to train on; raise max_length or shorten the prompts.")
+    return out
+
+
+def collate(pairs: Sequence[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch; labels are -100 on prompt and padding tokens, so only responses carry loss."""
+    width = max(len(ids) for ids, _ in pairs)
+    input_ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(input_ids)
+    labels = torch.full_like(input_ids, -100)
+    for row, (ids, n_prompt) in enumerate(pairs):
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        mask[row, : len(ids)] = 1
+        labels[row, n_prompt: len(ids)] = torch.tensor(ids[n_prompt:])
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def lora_targets(model, requested: Sequence[str] | None) -> list[str]:
+    """The LoRA target leaf names, checked against the modules the (pruned) model really has."""
+    adapter = get_adapter(model)
+    present = {name.rsplit(".", 1)[-1] for name, _ in adapter.root(model).named_modules()}
+    available = [t for t in adapter.lora_target_modules(model) if t in present]
+    targets = list(requested) if requested is not None else available
+    missing = [t for t in targets if t not in present]
+    if missing or not targets:
+        raise FinescopeError(f"LoRA target modules {missing or targets} do not exist in this model; "
+                             f"the projections it has are {', '.join(available)}.")
+    return targets
+
+
+def _wrap(model, config: FinetuneConfig):
+    if config.method == "full":
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    adapter = get_adapter(model)
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
+                      target_modules=lora_targets(model, config.lora_targets), fan_in_fan_out=adapter.conv1d)
+    return get_peft_model(model, lora)
+
+
+def _unwrap(model, config: FinetuneConfig):
+    return model.merge_and_unload() if config.method == "lora" else model
+
+
+def finetune(model, tokenizer, prompts: Sequence[str], responses: Sequence[str], config: FinetuneConfig = FinetuneConfig(),
+             evaluate: Callable[[object], float] | None = None, callback: Callable[[dict], None] | None = None,
+             progress: bool = True):
+    """Train a copy of `model` on the pairs; returns (trained model, history DataFrame).
+
+    `evaluate(model)` returns the validation loss logged every `eval_every` steps (and at step 0);
+    `callback(record)` receives every logged record {"step", "train_loss", "val_loss"}.
+    """
+    pairs = encode_pairs(tokenizer, prompts, responses, config.max_length)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    torch.manual_seed(config.seed)
+    student = _wrap(copy.deepcopy(model), config)
+    student.train()
+    params = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(config.warmup_steps, 1)))
+    rng = random.Random(config.seed)
+    order: list[int] = []
+    history: list[dict] = []
+
+    def snapshot() -> list[torch.Tensor]:
+        return [p.detach().clone() for p in params]  # trainable tensors only: with LoRA, a few per cent of the model
+
+    good = snapshot()
+    best = (math.inf, good)
+    since_best, running = 0, []
+
+    def log(step: int) -> None:
+        nonlocal best, since_best
+        val = None
+        if evaluate is not None:
+            student.eval()
+            with torch.no_grad():
+                val = float(evaluate(student))
+            student.train()
+            if val < best[0]:
+                best, since_best = (val, snapshot()), 0
+            else:
+                since_best += 1
+        record = {"step": step, "train_loss": sum(running) / len(running) if running else None, "val_loss": val}
+        running.clear()
+        history.append(record)
+        if callback is not None:
+            callback(record)
+
+    log(0)
+    stopped = None
+    for step in tqdm(range(1, config.steps + 1), desc="fine-tune", disable=not progress):
+        while len(order) < config.batch_size:
+            order += rng.sample(range(len(pairs)), len(pairs))
+        batch = collate([pairs[order.pop()] for _ in range(config.batch_size)], pad)
+        loss = student(**batch, use_cache=False).loss
+        if not torch.isfinite(loss):
+            stopped = f"The training loss became {float(loss)} at step {step}; training stopped and the weights of step {step - 1} were kept."
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        if not all(torch.isfinite(p).all() for p in params):
+            stopped = f"The weights stopped being finite at step {step}; training stopped and the weights of step {step - 1} were kept."
+            break
+        good = snapshot()
+        running.append(float(loss.detach()))
+        if step % config.eval_every == 0 or step == config.steps:
+            log(step)
+            if config.patience is not None and since_best >= config.patience:
+                break
+    keep = good if stopped else best[1] if config.patience is not None and evaluate is not None else None
+    if keep is not None:  # the last finite weights, or (early stopping) the best validation weights
+        with torch.no_grad():
+            for p, value in zip(params, keep):
+                p.copy_(value)
+    if stopped:
+        warnings.warn(stopped, stacklevel=2)
+    student.eval()
+    frame = pd.DataFrame(history)
+    frame.attrs["stopped"] = stopped
+    return _unwrap(student, config), frame

@@ -1,0 +1,32 @@
+"""The teacher (the unpruned model) regenerates every curated response, batched with the KV cache."""
+
+from __future__ import annotations
+
+from tqdm.auto import tqdm
+
+from finescope_nb.distill.split import Example
+from finescope_nb.errors import FinescopeError
+from finescope_nb.generate import continue_texts
+
+
+def check_same_tokenizer(teacher_tokenizer, student_tokenizer) -> None:
+    """Self-distillation moves text, not logits, but a student must read the teacher's tokens the same way."""
+    if teacher_tokenizer is student_tokenizer:
+        return
+    if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():
+        raise FinescopeError("The teacher and the student use different tokenizers (their vocabularies differ); "
+                             "distil a pruned model from the model it was pruned from.")
+
+
+def regenerate(teacher, tokenizer, examples: list[Example], max_new_tokens: int = 64, do_sample: bool = False,
+               temperature: float = 0.8, seed: int = 0, batch_size: int = 16, progress: bool = True) -> list[str]:
+    """The teacher's continuation of every prompt, greedy or sampled (reproducible from `seed`)."""
+    if not examples:
+        raise FinescopeError("There are no examples to regenerate; the curated set is empty.")
+    prompts = [e.prompt for e in examples]
+    out: list[str] = []
+    chunk = batch_size * 4  # several generate batches per progress step
+    for start in tqdm(range(0, len(prompts), chunk), desc="teacher", unit="chunk", disable=not progress):
+        out += continue_texts(teacher, tokenizer, prompts[start:start + chunk], max_new_tokens=max_new_tokens,
+                              do_sample=do_sample, temperature=temperature, seed=seed + start, batch_size=batch_size)
+    return out

@@ -1,0 +1,187 @@
+"""The recovery stage on tiny models: splitting, the filter, masking, LoRA, live curves, failure modes."""
+
+import numpy as np
+import pytest
+import torch
+
+import tiny_models as tm
+from finescope_nb.distill import (Example, FinetuneConfig, agreement, check_same_tokenizer, collate, encode_pairs,
+                                  filter_responses, final_answer, finetune, keep_rate_curve, lora_targets, prepare, run_arm,
+                                  split_examples, word_f1)
+from finescope_nb.errors import FinescopeError
+from finescope_nb.evaluate import retained
+from finescope_nb.viz.distill_plots import RecoveryCurves
+
+TEXTS = tm.texts(16, seed=4, min_words=10, max_words=24)
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return tm.tokenizer()
+
+
+def assert_one_sentence(excinfo, *names):
+    message = str(excinfo.value)
+    assert "\n" not in message and message.endswith("."), message
+    for name in names:
+        assert str(name) in message, (name, message)
+
+
+def test_records_with_fields_keep_them_and_free_text_is_cut_into_exact_halves(tok):
+    records = [{"id": "p", "prompt": "What is 2+2?", "response": "It is 4."}, {"id": "t", "text": TEXTS[0]}]
+    fielded, cut = split_examples(records, tok, max_prompt_tokens=5, max_response_tokens=4)
+    assert fielded == Example("What is 2+2?", "It is 4.", "p")
+    assert TEXTS[0].startswith(cut.prompt + cut.response)
+    assert len(tok(cut.prompt, add_special_tokens=False)["input_ids"]) == 5
+    assert len(tok(cut.response, add_special_tokens=False)["input_ids"]) == 4
+
+
+def test_filter_keeps_agreeing_teacher_responses_and_falls_back_elsewhere():
+    examples = [Example("q1", "so the answer is 12"), Example("q2", "#### 7"), Example("t", "the water was very long"),
+                Example("u", "the water was very long")]
+    teacher = ["we get 12", "the answer is 8", "the water was long", "people made words"]
+    responses, kept, scores = filter_responses(examples, teacher, "math", threshold=0.5)
+    assert kept.tolist() == [True, False, True, False]
+    assert responses == ["we get 12", "#### 7", "the water was long", "the water was very long"]
+    assert final_answer("x = 1,200.") == final_answer("1200") and final_answer("no digits") is None
+    assert word_f1("a b c", "a b c") == 1.0 and word_f1("a", "b") == 0.0
+    assert agreement("the answer is 3", "3", math=False) < 1.0 == agreement("the answer is 3", "3", math=True)
+    curve = keep_rate_curve(scores, [0.0, 0.5, 1.01])
+    assert curve["keep_rate"].tolist() == [1.0, 0.5, 0.0]
+
+
+def test_prompt_tokens_carry_no_loss(tok):
+    pairs = encode_pairs(tok, ["the cat", "a"], ["sat on it", "dog was here now"], max_length=64)
+    batch = collate(pairs, pad_id=1)
+    for row, (ids, n_prompt) in enumerate(pairs):
+        assert (batch["labels"][row, :n_prompt] == -100).all()
+        assert batch["labels"][row, n_prompt:len(ids)].tolist() == ids[n_prompt:]
+        assert (batch["labels"][row, len(ids):] == -100).all()
+    model = tm.make_model("llama")
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch["input_ids"][:, 1:], reduction="none")
+        response = torch.zeros_like(nll, dtype=torch.bool)
+        for row, (ids, n_prompt) in enumerate(pairs):
+            response[row, n_prompt - 1: len(ids) - 1] = True  # position t predicts token t + 1
+        assert float(model(**batch).loss) == pytest.approx(float(nll[response].mean()), rel=1e-5)
+        assert float(nll[response].mean()) != pytest.approx(float(nll[batch["attention_mask"][:, 1:].bool()].mean()), rel=1e-3)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gpt_neox"])
+def test_lora_merge_equals_the_unmerged_model(arch, tok):
+    from peft import LoraConfig, get_peft_model
+
+    model = tm.make_model(arch)
+    targets = lora_targets(model, None)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=targets, fan_in_fan_out=arch == "gpt2"))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)  # a trained-looking adapter, not the zero init
+    enc = tok(TEXTS[:3], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        unmerged = peft_model(**enc).logits
+        merged = peft_model.merge_and_unload()(**enc).logits
+    assert (unmerged - tm.make_model(arch)(**enc).logits).abs().max() > 1e-3
+    torch.testing.assert_close(merged, unmerged, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_finetune_lowers_the_response_loss_and_logs_every_n_steps(method, tok):
+    model = tm.make_model("llama")
+    prompts, responses = [t[:20] for t in TEXTS], ["the water was very long"] * len(TEXTS)
+    pairs = collate(encode_pairs(tok, prompts, responses, 64), 1)
+    evaluate = lambda m: float(m(**pairs).loss)  # noqa: E731
+    seen = []
+    config = FinetuneConfig(method=method, steps=30, eval_every=10, lr=1e-2, batch_size=4)
+    trained, history = finetune(model, tok, prompts, responses, config, evaluate=evaluate, callback=seen.append, progress=False)
+    assert history["step"].tolist() == [r["step"] for r in seen] == [0, 10, 20, 30]
+    assert history["val_loss"].tolist() == [r["val_loss"] for r in seen]
+    assert history["val_loss"].iloc[-1] < 0.5 * history["val_loss"].iloc[0]
+    assert type(trained) is type(model)  # LoRA merged back into a plain model
+    assert evaluate(model) == pytest.approx(history["val_loss"].iloc[0])  # the student passed in is untouched
+
+
+def test_live_curve_appends_points_in_place():
+    curves = RecoveryCurves("math", unpruned_loss=3.0, pruned_loss=4.0, steps=20)
+    callback = curves.callback("self_distill")
+    callback({"step": 0, "train_loss": None, "val_loss": 4.0})
+    callback({"step": 10, "train_loss": 3.9, "val_loss": 3.5})
+    curves.callback("plain")({"step": 10, "train_loss": 3.9, "val_loss": 3.7})
+    traces = {t.name: t for t in curves.figure.data}
+    assert list(traces["self_distill"].x) == [0, 10] and list(traces["self_distill"].y) == [4.0, 3.5]
+    assert list(traces["plain"].y) == [3.7]
+    assert len(curves.figure.layout.shapes) == 2  # the unpruned and pruned levels
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_weights(tok):
+    model = tm.make_model("llama")
+    calls = {"n": 0}
+
+    def poison(module, args, output):
+        calls["n"] += 1
+        return output * float("nan") if calls["n"] == 3 else output
+
+    model.lm_head.register_forward_hook(poison)
+    config = FinetuneConfig(method="full", steps=10, eval_every=5, batch_size=2)
+    with pytest.warns(UserWarning, match="at step 3"):
+        trained, history = finetune(model, tok, TEXTS[:4], TEXTS[4:8], config, progress=False)
+    assert history.attrs["stopped"] and all(torch.isfinite(p).all() for p in trained.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(trained.parameters(), model.parameters()))  # steps 1-2 did train
+
+
+def test_prepare_and_arms_on_a_tiny_teacher(tok):
+    teacher = tm.make_model("llama")
+    data = prepare(teacher, tok, [{"text": t} for t in TEXTS[:6]], [{"text": t} for t in TEXTS[6:12]], "stem",
+                   threshold=0.0, max_prompt_tokens=6, max_response_tokens=5, progress=False)
+    assert len(data.regenerated) == 6 and data.keep_rate == 1.0  # threshold 0 keeps every teacher response
+    assert data.pairs("self_distill")[1] == data.regenerated and data.pairs("plain")[1] == [e.response for e in data.examples]
+    student, history = run_arm(teacher, tok, data, "none", FinetuneConfig())
+    assert student is teacher and history.empty
+    trained, history = run_arm(teacher, tok, data, "random", FinetuneConfig(method="full", steps=3, eval_every=3), progress=False)
+    assert history["step"].tolist() == [0, 3]
+    assert retained(2.0, 2.0) == 1.0 and retained(2.5, 2.0) == pytest.approx(np.exp(-0.5))
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+
+def test_empty_curated_set(tok):
+    with pytest.raises(FinescopeError) as excinfo:
+        split_examples([], tok)
+    assert_one_sentence(excinfo, "curated set is empty")
+
+
+def test_lora_targets_the_pruned_model_lacks(tok):
+    with pytest.raises(FinescopeError) as excinfo:
+        lora_targets(tm.make_model("gpt2"), ["q_proj"])
+    assert_one_sentence(excinfo, "q_proj", "c_attn")
+
+
+def test_response_mask_that_leaves_nothing_to_train(tok):
+    with pytest.raises(FinescopeError) as excinfo:
+        encode_pairs(tok, [" ".join(["the"] * 20)], ["cat"], max_length=8)
+    assert_one_sentence(excinfo, "max_length=8", "response")
+
+
+def test_teacher_and_student_with_different_tokenizers(tok):
+    check_same_tokenizer(tok, tm.tokenizer())  # equal vocabularies are fine
+    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models
+
+    other = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({"[UNK]": 0, "x": 1}, unk_token="[UNK]")))
+    with pytest.raises(FinescopeError) as excinfo:
+        check_same_tokenizer(tok, other)
+    assert_one_sentence(excinfo, "different tokenizers")
+
+
+def test_unknown_method_and_arm(tok):
+    with pytest.raises(FinescopeError) as excinfo:
+        FinetuneConfig(method="qlora")
+    assert_one_sentence(excinfo, "qlora", "lora")
+    data = prepare(tm.make_model("llama"), tok, [{"text": TEXTS[0]}], [{"text": TEXTS[1]}], "stem", progress=False)
+    with pytest.raises(FinescopeError) as excinfo:
+        run_arm(tm.make_model("llama"), tok, data, "kd", FinetuneConfig())
+    assert_one_sentence(excinfo, "kd", "self_distill")
