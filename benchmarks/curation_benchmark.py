@@ -31,6 +31,7 @@ from finescope_nb.activations import capture, pool_per_document  # noqa: E402
 from finescope_nb.artifacts import write_json_atomic  # noqa: E402
 from finescope_nb.curate import (DenseSelector, HashedNgramSelector, RandomSelector, SAESelector, SparseCodes,  # noqa: E402
                                  default_sae_selector, evaluate_selectors, summarize)
+from finescope_nb.sae.registry import SAEConfig  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "curation.json"
 SEEDS_PER_QUERY, DRAWS, TUNING_DRAWS = 10, 5, 3
@@ -39,7 +40,7 @@ TOP_L = 64
 MIN_TOPIC_DOCS = 200
 
 
-def speed(n_docs: int = 1_000_000, d_sae: int = 2048, top_l: int = TOP_L, n_seeds: int = 50) -> dict:
+def speed(n_docs: int = 1_000_000, d_sae: int = SAEConfig().d_sae, top_l: int = TOP_L, n_seeds: int = 50) -> dict:
     """Score `n_docs` synthetic sparse pooled codes against `n_seeds` seeds; time and peak memory in a fresh process."""
     code = f"""
 import json, resource, time, numpy as np, torch

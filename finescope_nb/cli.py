@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default=None, help="local model folder or hub id (default: embedded tiny Llama)")
     run.add_argument("--corpus", default=None, help="JSONL/CSV/parquet/datasets folder with a 'text' column")
     run.add_argument("--run-dir", default=None, help="run folder (default: runs/<domain>-<config hash>)")
+    run.add_argument("--ratio", type=float, default=None, help="share of non-embedding parameters to prune (default: 0.3)")
+    run.add_argument("--seeds", default=None, help="a text file of your own seed examples, one per line (default: 10 held-out seeds)")
     run.add_argument("--seed", type=int, default=0)
 
     tb = sub.add_parser(
@@ -60,9 +62,14 @@ def _cmd_run(args) -> None:
     cfg = pipeline.default_config(
         args.domain, model=ModelConfig(path=args.model), corpus=CorpusConfig(path=args.corpus), seed=args.seed,
     )
+    if args.ratio is not None:
+        cfg = cfg.replace(prune=cfg.prune.replace(ratio=args.ratio))
+    if args.seeds is not None:
+        cfg = cfg.replace(curation=cfg.curation.replace(seeds_path=args.seeds))
     result = pipeline.run(cfg, args.run_dir)
-    print(f"\nBase model perplexity per domain ({cfg.eval.split} split):")
-    print(result.base_ppl.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"\nPerplexity per domain ({cfg.eval.split} split): base model, pruned by {cfg.prune.ratio:.0%} for {cfg.domain}, "
+          "recovered by self-distillation; retained = exp(-loss) / exp(-base loss):")
+    print(result.table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\nRun folder: {result.run_dir}")
 
 

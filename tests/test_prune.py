@@ -247,6 +247,9 @@ def test_head_count_that_breaks_gqa_lists_the_valid_ones(tok):
 
 
 def test_unknown_criterion_and_mismatched_scores(tok):
+    from finescope_nb.config import PRUNE_CRITERIA
+
+    assert tuple(CRITERIA) == PRUNE_CRITERIA  # the config validates names against the registry's
     with pytest.raises(FinescopeError) as excinfo:
         PruneConfig(criterion="l2")
     assert_one_sentence(excinfo, "l2", "taylor")

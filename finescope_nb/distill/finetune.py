@@ -15,43 +15,14 @@ import math
 import random
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
 from finescope_nb.adapters import get_adapter
-from finescope_nb.config import Config
+from finescope_nb.config import FinetuneConfig
 from finescope_nb.errors import FinescopeError
-
-METHODS = ("lora", "full")
-
-
-@dataclass(frozen=True)
-class FinetuneConfig(Config):
-    """How the student is trained: method, LoRA shape, steps, batch, learning rate, evaluation cadence."""
-
-    method: str = "lora"
-    lora_rank: int = 16
-    lora_alpha: int = 32
-    lora_targets: tuple[str, ...] | None = None  # None: every projection the architecture adapter names
-    steps: int = 200
-    batch_size: int = 8
-    lr: float = 1e-3
-    warmup_steps: int = 10
-    max_length: int = 192
-    eval_every: int = 20
-    patience: int | None = None  # evaluations without improvement before stopping; None: never stop early
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise FinescopeError(f"Unknown fine-tuning method {self.method!r}; choose one of {', '.join(METHODS)}.")
-        for name in ("lora_rank", "steps", "batch_size", "max_length", "eval_every"):
-            if getattr(self, name) < 1:
-                raise FinescopeError(f"{name} must be at least 1, got {getattr(self, name)}.")
-
 
 def encode_pairs(tokenizer, prompts: Sequence[str], responses: Sequence[str], max_length: int) -> list[tuple[list[int], int]]:
     """(token ids, number of prompt tokens) per pair; the prompt keeps the tokenizer's BOS, the response ends with EOS.

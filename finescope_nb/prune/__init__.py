@@ -2,7 +2,7 @@
 
     from finescope_nb.prune import PruneConfig, compute_importance, plan_pruning, apply_plan
 
-`config` holds `PruneConfig`, `calibration` the pass that gathers gradients and input norms,
+`PruneConfig` lives with the other stage configs in `finescope_nb.config`; `calibration` the pass that gathers gradients and input norms,
 `importance` the criteria (one class each behind `Importance`), `plan` the choice of units for a
 parameter budget, `surgery` the removal itself. `prune` chains them; `save_pruned` writes a model
 that `finescope_nb.load_model` (and, for uniform shapes, stock `from_pretrained`) reads back.
@@ -15,7 +15,7 @@ from pathlib import Path
 from finescope_nb.artifacts import write_json_atomic
 from finescope_nb.lm import save_model
 from finescope_nb.prune.calibration import check_texts, sample_texts
-from finescope_nb.prune.config import PruneConfig
+from finescope_nb.config import PruneConfig
 from finescope_nb.prune.importance import CRITERIA, Importance, ImportanceScores, compute_importance
 from finescope_nb.prune.plan import PrunePlan, plan_pruning
 from finescope_nb.prune.units import unit_cost

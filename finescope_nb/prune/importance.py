@@ -18,7 +18,7 @@ from transformers.pytorch_utils import Conv1D
 
 from finescope_nb.adapters import get_adapter
 from finescope_nb.prune.calibration import CalibrationStats, check_texts, collect
-from finescope_nb.prune.config import PruneConfig
+from finescope_nb.config import PruneConfig
 from finescope_nb.prune.units import unit_cost
 
 

@@ -21,7 +21,7 @@ import torch
 from finescope_nb.adapters import get_adapter
 from finescope_nb.errors import FinescopeError
 from finescope_nb.lm import layer_shapes
-from finescope_nb.prune.config import PruneConfig
+from finescope_nb.config import PruneConfig
 from finescope_nb.prune.importance import ImportanceScores
 from finescope_nb.prune.units import unit_cost
 
