@@ -30,24 +30,25 @@ def assert_one_sentence(excinfo, *names):
 def test_records_with_fields_keep_them_and_free_text_is_cut_into_exact_halves(tok):
     records = [{"id": "p", "prompt": "What is 2+2?", "response": "It is 4."}, {"id": "t", "text": TEXTS[0]}]
     fielded, cut = split_examples(records, tok, max_prompt_tokens=5, max_response_tokens=4)
-    assert fielded == Example("What is 2+2?", "It is 4.", "p")
+    assert fielded == Example("What is 2+2?", "It is 4.", "p", structured=True) and not cut.structured
     assert TEXTS[0].startswith(cut.prompt + cut.response)
     assert len(tok(cut.prompt, add_special_tokens=False)["input_ids"]) == 5
     assert len(tok(cut.response, add_special_tokens=False)["input_ids"]) == 4
 
 
 def test_filter_keeps_agreeing_teacher_responses_and_falls_back_elsewhere():
-    examples = [Example("q1", "so the answer is 12"), Example("q2", "#### 7"), Example("t", "the water was very long"),
-                Example("u", "the water was very long")]
-    teacher = ["we get 12", "the answer is 8", "the water was long", "people made words"]
+    examples = [Example("q1", "so the answer is 12", structured=True), Example("q2", "#### 7", structured=True),
+                Example("t", "the water was very long"), Example("u", "the water was very long"),
+                Example("v", "then x is 12 and", structured=False)]
+    teacher = ["we get 12", "the answer is 8", "the water was long", "people made words", "so we get 12"]
     responses, kept, scores = filter_responses(examples, teacher, "math", threshold=0.5)
-    assert kept.tolist() == [True, False, True, False]
-    assert responses == ["we get 12", "#### 7", "the water was long", "the water was very long"]
+    assert kept.tolist() == [True, False, True, False, False]  # prose cut mid-text is judged by words, not its last number
+    assert responses == ["we get 12", "#### 7", "the water was long", "the water was very long", "then x is 12 and"]
     assert final_answer("x = 1,200.") == final_answer("1200") and final_answer("no digits") is None
     assert word_f1("a b c", "a b c") == 1.0 and word_f1("a", "b") == 0.0
     assert agreement("the answer is 3", "3", math=False) < 1.0 == agreement("the answer is 3", "3", math=True)
     curve = keep_rate_curve(scores, [0.0, 0.5, 1.01])
-    assert curve["keep_rate"].tolist() == [1.0, 0.5, 0.0]
+    assert curve["keep_rate"].tolist() == [1.0, 0.4, 0.0]
 
 
 def test_prompt_tokens_carry_no_loss(tok):

@@ -2,9 +2,11 @@
 
 FineScope keeps a regenerated answer only when it does not contradict the data it replaces. Two
 measures, chosen per record:
-- math, where the original response has a final answer (the last number, or what follows
-  "####"): the teacher agrees when its final answer is the same number;
-- everything else: unigram F1 between the words of the two responses (lower-cased \\w+ tokens),
+- a math problem with its solution (a record with prompt/response fields) whose solution has a
+  final answer (the last number, or what follows "####"): the teacher agrees when its final
+  answer is the same number;
+- everything else, including math prose cut at a token boundary (whose "last number" is just
+  wherever the cut fell): unigram F1 between the words of the two responses (lower-cased \\w+ tokens),
   agreeing at or above a threshold. A tiny teacher almost never reproduces a text exactly, so
   exact match would keep nothing and make this arm the plain one; word F1 grades partial
   agreement, and `keep_rate_curve` shows how many responses each threshold keeps.
@@ -60,7 +62,7 @@ def agreement(original: str, regenerated: str, math: bool) -> float:
 def filter_responses(examples: list[Example], regenerated: list[str], domain: str,
                      threshold: float = DEFAULT_THRESHOLD) -> tuple[list[str], np.ndarray, np.ndarray]:
     """(responses to train on, kept mask, agreement scores): the teacher's where it agrees, else the original."""
-    scores = np.array([agreement(e.response, r, domain == "math") for e, r in zip(examples, regenerated)])
+    scores = np.array([agreement(e.response, r, domain == "math" and e.structured) for e, r in zip(examples, regenerated)])
     kept = scores >= threshold
     responses = [r if k else e.response for e, r, k in zip(examples, regenerated, kept)]
     return responses, kept, scores

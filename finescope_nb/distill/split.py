@@ -18,6 +18,7 @@ class Example:
     prompt: str
     response: str
     id: str = ""
+    structured: bool = False  # True when the record's own prompt/response fields were used (a problem and its solution)
 
 
 def _records(records) -> list[dict]:
@@ -43,7 +44,7 @@ def split_examples(records, tokenizer, prompt_fraction: float = 0.5, max_prompt_
     for i, row in enumerate(rows):
         rid = str(row.get("id", i))
         if row.get("prompt") and row.get("response"):
-            out.append(Example(row["prompt"], row["response"], rid))
+            out.append(Example(row["prompt"], row["response"], rid, structured=True))
             continue
         text = row.get("text") or ""
         offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]

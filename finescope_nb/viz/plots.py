@@ -41,3 +41,15 @@ def training_curve(history: list[list[float]]) -> go.Figure:
     fig.add_scatter(x=df["step"], y=df["smoothed"], mode="lines", name="smoothed (20 steps)")
     fig.update_layout(title="Base model training loss", xaxis_title="step", yaxis_title="loss (nats/token)")
     return fig
+
+
+def pipeline_summary(table: pd.DataFrame, domain: str) -> go.Figure:
+    """Per-domain perplexity of the base, pruned and recovered models (log scale), the target domain marked."""
+    long = table.melt(id_vars="domain", value_vars=["base_ppl", "pruned_ppl", "recovered_ppl"], var_name="model", value_name="ppl")
+    long["model"] = long["model"].str.removesuffix("_ppl")
+    fig = px.bar(long, x="domain", y="ppl", color="model", barmode="group", log_y=True, text_auto=".1f",
+                 color_discrete_map={"base": "#9aa5b1", "pruned": "#cf222e", "recovered": "#2da44e"},
+                 title=f"FineScope for {domain}: perplexity per domain (log scale, lower is better)")
+    fig.update_layout(yaxis_title="test perplexity")
+    fig.add_annotation(x=domain, y=1, yref="paper", text="target", showarrow=False, font=dict(color="#2da44e"))
+    return fig
