@@ -217,9 +217,9 @@ class FinetuneConfig(Config):
     lora_rank: int = 16
     lora_alpha: int = 32
     lora_targets: tuple[str, ...] | None = None  # None: every projection the architecture adapter names
-    steps: int = 200
+    steps: int = 60
     batch_size: int = 8
-    lr: float = 1e-3
+    lr: float = 1e-4
     warmup_steps: int = 10
     max_length: int = 192
     eval_every: int = 20

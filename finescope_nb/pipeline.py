@@ -40,7 +40,6 @@ def fast_mode() -> bool:
 def default_config(domain: str = "math", **overrides) -> RunConfig:
     """The kit's defaults for a domain (the full-size ones, or the FINESCOPE_FAST ones)."""
     cfg = RunConfig(domain=domain, **overrides)
-    cfg = cfg.replace(finetune=cfg.finetune.replace(method="full", lr=3e-4, steps=150, eval_every=25))
     if fast_mode():
         cfg = cfg.replace(eval=cfg.eval.replace(max_docs_per_domain=24), curation=cfg.curation.replace(m=60),
                           prune=cfg.prune.replace(calibration_docs=16, max_length=128),
