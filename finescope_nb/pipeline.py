@@ -9,6 +9,7 @@ ratio recomputes pruning, recovery and their evaluations, and nothing before the
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -22,8 +23,7 @@ from finescope_nb.adapters import get_adapter
 from finescope_nb.artifacts import RunFolder, stage_key, write_json_atomic
 from finescope_nb.config import RunConfig
 from finescope_nb.corpus import check_domain, load_seeds, load_user_corpus, load_user_seeds
-from finescope_nb.curate.sae_selector import default_sae_selector
-from finescope_nb.curate.workspace import cached_pool_codes, pool_sample
+from finescope_nb.curate.workspace import cached_pool_codes, curate_top, pool_sample
 from finescope_nb.distill import prepare, run_arm
 from finescope_nb.evaluate import domain_loss, domain_perplexity, heldout_sequences, retained
 from finescope_nb.lm import load_model, load_tokenizer, model_identity, save_model
@@ -84,10 +84,11 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
     pool = _pool(config)
     model, tokenizer = load_model(config.model.path), load_tokenizer(config.model.path)
     model_key = model_identity(model)
-    sequences = heldout_sequences(tokenizer, config.eval)  # the embedded held-out splits, also for a user's corpus
+    # the embedded held-out splits (also for a user's corpus), tokenised only if some evaluation is not cached
+    sequences = functools.cache(lambda: heldout_sequences(tokenizer, config.eval))
 
     def evaluate(name: str, key: str, get_model) -> pd.DataFrame:
-        return folder.cached(f"eval-{name}", key, compute=lambda: domain_perplexity(get_model(), tokenizer, config.eval, sequences,
+        return folder.cached(f"eval-{name}", key, compute=lambda: domain_perplexity(get_model(), tokenizer, config.eval, sequences(),
                                                                                     progress=progress),
                              save=lambda df, d: _save_frame(df, d, "ppl.csv"), load=lambda d: pd.read_csv(d / "ppl.csv"))
 
@@ -100,9 +101,7 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
 
     def curate() -> pd.DataFrame:
         codes = cached_pool_codes(sae, model, tokenizer, pool, progress=progress)
-        selector = default_sae_selector(sae, model, tokenizer, top_l=codes.top_l).fit(_seeds(config))
-        selection = selector.select(codes, m=min(config.curation.m, len(pool)), ids=pool["id"].tolist())
-        return pool.iloc[selection.rows].assign(score=selection.scores[selection.rows]).reset_index(drop=True)
+        return curate_top(sae, model, tokenizer, pool, codes, _seeds(config), min(config.curation.m, len(pool)))
 
     curated = folder.cached("curate", curate_key, compute=curate, save=lambda df, d: _save_frame(df, d, "curated.csv"),
                             load=lambda d: pd.read_csv(d / "curated.csv", keep_default_na=False))

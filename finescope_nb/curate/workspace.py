@@ -73,11 +73,14 @@ def default_workspace(progress: bool = True) -> Workspace:
     return Workspace(model, tokenizer, sae, pool, cached_pool_codes(sae, model, tokenizer, pool, progress=progress))
 
 
+def curate_top(sae, model, tokenizer, pool: pd.DataFrame, codes: PooledCodes, seeds, m: int) -> pd.DataFrame:
+    """The top-`m` rows of `pool` under the kit's default SAE selector fitted on `seeds`, with a `score` column."""
+    selector = default_sae_selector(sae, model, tokenizer, top_l=codes.top_l).fit(seeds)
+    selection = selector.select(codes, m=m, ids=pool["id"].tolist())
+    return pool.iloc[selection.rows].assign(score=selection.scores[selection.rows]).reset_index(drop=True)
+
+
 def curate_domain(ws: Workspace, domain: str, m: int, n_seeds: int = 10, seed: int = 0) -> pd.DataFrame:
-    """The top-`m` pool documents for `domain` under the kit's default SAE selector, from `n_seeds`
-    held-out seed examples drawn with `seed`: FineScope's curated set, with a `score` column."""
+    """FineScope's curated set for `domain`: the top `m` pool documents from `n_seeds` held-out seeds drawn with `seed`."""
     seeds = load_seeds(domain=domain, n=n_seeds, seed=seed)["text"]
-    selector = default_sae_selector(ws.sae, ws.model, ws.tokenizer, top_l=ws.codes.top_l).fit(seeds)
-    selection = selector.select(ws.codes, m=m, ids=ws.pool["id"].tolist())
-    curated = ws.pool.iloc[selection.rows].reset_index(drop=True)
-    return curated.assign(score=selection.scores[selection.rows])
+    return curate_top(ws.sae, ws.model, ws.tokenizer, ws.pool, ws.codes, seeds, m)

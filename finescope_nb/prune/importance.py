@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pandas as pd
 import torch
 from transformers.pytorch_utils import Conv1D
 
@@ -124,23 +123,6 @@ class ImportanceScores:
     heads: dict[int, torch.Tensor]
     channels: dict[int, torch.Tensor]
     calibration_tokens: int = 0
-
-    def frame(self) -> pd.DataFrame:
-        """Long table: layer, kind ("head" / "channel"), unit, score."""
-        rows = [(layer, kind, unit, float(score))
-                for kind, table in (("head", self.heads), ("channel", self.channels))
-                for layer, scores in table.items() for unit, score in enumerate(scores.tolist())]
-        return pd.DataFrame(rows, columns=["layer", "kind", "unit", "score"])
-
-    def to_dict(self) -> dict:
-        return {"criterion": self.criterion, "head_unit": self.head_unit, "calibration_tokens": self.calibration_tokens,
-                "heads": {str(k): v.tolist() for k, v in self.heads.items()},
-                "channels": {str(k): v.tolist() for k, v in self.channels.items()}}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "ImportanceScores":
-        table = lambda d: {int(k): torch.tensor(v) for k, v in d.items()}  # noqa: E731
-        return cls(data["criterion"], data["head_unit"], table(data["heads"]), table(data["channels"]), data["calibration_tokens"])
 
 
 def compute_importance(model, tokenizer, texts, config: PruneConfig = PruneConfig(), progress: bool = True) -> ImportanceScores:

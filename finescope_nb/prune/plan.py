@@ -58,13 +58,6 @@ class PrunePlan:
         return {k: ({str(i): v for i, v in getattr(self, k).items()} if k.startswith("keep_") else getattr(self, k))
                 for k in self.__dataclass_fields__}
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "PrunePlan":
-        data = dict(data)
-        for key in ("keep_heads", "keep_channels"):
-            data[key] = {int(i): v for i, v in data[key].items()}
-        return cls(**data)
-
 
 @dataclass
 class _Unit:
