@@ -39,8 +39,9 @@ system-deps:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# FineScope for the math domain on the embedded default; ends by printing where the HTML report is.
 demo: setup
-	$(BIN)/finescope run
+	$(BIN)/finescope run --domain math --run-dir runs/demo-math
 
 test: setup
 	FINESCOPE_FAST=1 $(BIN)/python -m pytest -q tests

@@ -106,7 +106,7 @@ def main() -> None:
                                     progress=False)
             for arm in ARMS:
                 start = time.perf_counter()
-                recovered, history = run_arm(pruned, tokenizer, data, arm, finetune_config.replace(seed=seed),
+                recovered, history = run_arm(pruned, tokenizer, data, arm, finetune_config.replace(seed=seed), teacher=model,
                                              evaluate=lambda m: domain_loss(m, tokenizer, val[domain]), progress=False)
                 loss = domain_loss(recovered, tokenizer, test[domain])
                 rows.append({"domain": domain, "seed": seed, "arm": arm, "test_loss": loss, "retained": retained(loss, base_test[domain]),

@@ -24,6 +24,7 @@ from finescope_nb.errors import FinescopeError
 R = TypeVar("R")
 
 RUN_FILE = "run.json"
+PROGRESS_FILE = "progress.json"  # the finished stages of the current config and their folders
 IDENTITY_FIELDS = ("domain", "model", "corpus")
 
 

@@ -18,7 +18,36 @@ EPILOG = textwrap.dedent("""\
       finescope run                          # the embedded default: math domain, tiny Llama
       finescope run --domain code --run-dir runs/code
       finescope run --model path/to/local/model --corpus my_corpus.jsonl
+      finescope report runs/code             # one HTML page: tables, figures, what is missing
+      finescope compare runs/code runs/math  # finished runs side by side, per domain
       finescope train-base --max-steps 50    # retrain the embedded base model (resumable)
+
+    `finescope COMMAND --help` shows each command's options and more examples.
+    """)
+RUN_EXAMPLES = textwrap.dedent("""\
+    examples:
+      finescope run --domain math --run-dir runs/math   # rerun to resume: finished stages are reused
+      finescope run --domain code --ratio 0.4           # prune 40% of the non-embedding parameters
+      finescope run --seeds my_seeds.txt                # your own seed examples, one per line
+      finescope run --model path/to/local/model --corpus my_corpus.jsonl --domain math
+    """)
+TRAIN_BASE_EXAMPLES = textwrap.dedent("""\
+    examples:
+      finescope train-base --max-steps 1000 --minutes 85   # the embedded model's own budget
+      finescope train-base --max-steps 50 --out /tmp/tiny  # a quick try that leaves data/ alone
+      (rerun an interrupted command as it was: it resumes from the checkpoints in <out>.ckpt)
+    """)
+REPORT_EXAMPLES = textwrap.dedent("""\
+    examples:
+      finescope report runs/math                           # writes runs/math/report.html
+      finescope report runs/math --out ~/math-report.html  # one file that opens offline in any browser
+      finescope run --run-dir runs/math && finescope report runs/math
+      (an unfinished run is reported too, with the stages it still misses)
+    """)
+COMPARE_EXAMPLES = textwrap.dedent("""\
+    examples:
+      finescope compare runs/math runs/code                # per run and domain: ppl and retained
+      finescope compare runs/math-* --csv comparison.csv   # also save the table as CSV
     """)
 
 
@@ -31,8 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "run", help="run the pipeline (cached per stage) and print a summary",
-        epilog="example: finescope run --domain math --run-dir runs/math",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--domain", default="math", help="target domain (default: math)")
     run.add_argument("--model", default=None, help="local model folder or hub id (default: embedded tiny Llama)")
@@ -41,23 +69,41 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--ratio", type=float, default=None, help="share of non-embedding parameters to prune (default: 0.3)")
     run.add_argument("--seeds", default=None, help="a text file of your own seed examples, one per line (default: 10 held-out seeds)")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--metrics", nargs="+", default=None, metavar="METRIC",
+                     help="task metrics beside perplexity (default: cloze); any of perplexity, cloze, mmlu, arc, gsm8k, "
+                          "math500, humaneval, mbpp")
+    run.add_argument("--metric-limit", type=int, default=None, help="items per group for those metrics (default: all)")
 
     tb = sub.add_parser(
         "train-base", help="train the embedded tokenizer and tiny Llama from the pool (resumable)",
-        epilog="example: finescope train-base --max-steps 1000 --minutes 85",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=TRAIN_BASE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tb.add_argument("--out", default=None, help="output folder (default: data/models/finescope-tiny-llama)")
     tb.add_argument("--checkpoint-dir", default=None, help="where checkpoints go (default: <out>.ckpt)")
     tb.add_argument("--max-steps", type=int, default=None)
     tb.add_argument("--minutes", type=float, default=None, help="stop training after this many minutes")
     tb.add_argument("--seed", type=int, default=None)
+
+    report = sub.add_parser(
+        "report", help="write a run's report: one self-contained HTML file with tables and figures",
+        epilog=REPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    report.add_argument("run", metavar="RUN", help="a run folder that `finescope run` created")
+    report.add_argument("--out", default=None, help="HTML file to write (default: RUN/report.html)")
+
+    compare = sub.add_parser(
+        "compare", help="finished runs side by side: perplexity and retained share per domain",
+        epilog=COMPARE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    compare.add_argument("runs", metavar="RUN", nargs="+", help="finished run folders")
+    compare.add_argument("--csv", default=None, help="also write the table to this CSV file")
     return parser
 
 
 def _cmd_run(args) -> None:
     from finescope_nb import pipeline
     from finescope_nb.config import CorpusConfig, ModelConfig
+    from finescope_nb.report import write_report
 
     cfg = pipeline.default_config(
         args.domain, model=ModelConfig(path=args.model), corpus=CorpusConfig(path=args.corpus), seed=args.seed,
@@ -66,11 +112,21 @@ def _cmd_run(args) -> None:
         cfg = cfg.replace(prune=cfg.prune.replace(ratio=args.ratio))
     if args.seeds is not None:
         cfg = cfg.replace(curation=cfg.curation.replace(seeds_path=args.seeds))
+    if args.metrics is not None:
+        cfg = cfg.replace(eval=cfg.eval.replace(metrics=tuple(m for m in args.metrics if m != "perplexity")))
+    if args.metric_limit is not None:
+        cfg = cfg.replace(eval=cfg.eval.replace(metric_limit=args.metric_limit))
     result = pipeline.run(cfg, args.run_dir)
     print(f"\nPerplexity per domain ({cfg.eval.split} split): base model, pruned by {cfg.prune.ratio:.0%} for {cfg.domain}, "
           "recovered by self-distillation; retained = exp(-loss) / exp(-base loss):")
     print(result.table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if result.metrics is not None:
+        wide = result.metrics.pivot_table(index=["metric", "group", "chance"], columns="model", values="score", sort=False)
+        print("\nTask metrics (accuracy or pass rate; chance is what guessing scores):")
+        print(wide.reset_index()[["metric", "group", "chance", "base", "pruned", "recovered"]]
+              .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\nRun folder: {result.run_dir}")
+    print(f"Report: {write_report(result.run_dir)}")
 
 
 def _cmd_train_base(args) -> None:
@@ -80,11 +136,31 @@ def _cmd_train_base(args) -> None:
                minutes=args.minutes, seed=args.seed)
 
 
+def _cmd_report(args) -> None:
+    from finescope_nb.report import load_run, missing_sentence, write_report
+
+    print(write_report(args.run, args.out))
+    info = load_run(args.run)
+    if info.missing:
+        print(missing_sentence(info))
+
+
+def _cmd_compare(args) -> None:
+    from finescope_nb.artifacts import write_text_atomic
+    from finescope_nb.report import compare_runs, output_path
+
+    table = compare_runs(args.runs)
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if args.csv:
+        print(f"\nTable written to {write_text_atomic(output_path(args.csv), table.to_csv(index=False))}")
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "disabled")
     args = _parser().parse_args(argv)
     try:
-        {"run": _cmd_run, "train-base": _cmd_train_base}[args.command](args)
+        {"run": _cmd_run, "train-base": _cmd_train_base, "report": _cmd_report,
+         "compare": _cmd_compare}[args.command](args)
     except FinescopeError as exc:
         print(f"finescope: error: {exc}", file=sys.stderr)
         return 2

@@ -97,13 +97,15 @@ class ModelConfig(Config):
 
 @dataclass(frozen=True)
 class EvalConfig(Config):
-    """Per-domain perplexity on held-out whole documents (the one scoring function)."""
+    """Per-domain perplexity on held-out whole documents (the one loss score), plus task metrics."""
 
     split: str = "test"
     domains: tuple[str, ...] = DOMAINS
     max_docs_per_domain: int | None = 200
     max_length: int = 256
     batch_size: int = 8
+    metrics: tuple[str, ...] = ("cloze",)  # beside perplexity; any of finescope_nb.evaluate.METRICS
+    metric_limit: int | None = None  # items per group for those metrics; None: all
 
 
 @dataclass(frozen=True)
@@ -224,9 +226,15 @@ class FinetuneConfig(Config):
     max_length: int = 192
     eval_every: int = 20
     patience: int | None = None  # evaluations without improvement before stopping; None: never stop early
+    # with a teacher (the self_distill arm): share of the loss that matches the teacher's next-token
+    # distributions on its regenerated responses rather than their text (0: the text alone)
+    kd_weight: float = 1.0
     seed: int = 0
 
     def __post_init__(self):
+        if not 0.0 <= self.kd_weight <= 1.0:
+            raise FinescopeError(f"kd_weight must be between 0 and 1, got {self.kd_weight}; 0 trains on text only, "
+                                 "1 only matches the teacher's distributions.")
         if self.method not in METHODS:
             raise FinescopeError(f"Unknown fine-tuning method {self.method!r}; choose one of {', '.join(METHODS)}.")
         for name in ("lora_rank", "steps", "batch_size", "max_length", "eval_every"):

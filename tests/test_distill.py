@@ -1,6 +1,7 @@
 """The recovery stage on tiny models: splitting, the filter, masking, LoRA, live curves, failure modes."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -8,6 +9,7 @@ import tiny_models as tm
 from finescope_nb.distill import (Example, FinetuneConfig, agreement, check_same_tokenizer, collate, encode_pairs,
                                   filter_responses, final_answer, finetune, keep_rate_curve, lora_targets, prepare, run_arm,
                                   split_examples, word_f1)
+from finescope_nb.distill.teacher import regenerate
 from finescope_nb.errors import FinescopeError
 from finescope_nb.evaluate import retained
 from finescope_nb.viz.distill_plots import RecoveryCurves
@@ -131,6 +133,77 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_weights(tok):
         trained, history = finetune(model, tok, TEXTS[:4], TEXTS[4:8], config, progress=False)
     assert history.attrs["stopped"] and all(torch.isfinite(p).all() for p in trained.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(trained.parameters(), model.parameters()))  # steps 1-2 did train
+
+
+def test_distribution_matching_pulls_the_student_toward_the_teacher(tok):
+    from finescope_nb.distill.finetune import _loss
+
+    teacher, student = tm.make_model("llama", seed=0), tm.make_model("llama", seed=1)
+    prompts, responses = [t[:20] for t in TEXTS], TEXTS[::-1]
+    batch = collate(encode_pairs(tok, prompts, responses, 64), 1)
+    assert float(_loss(teacher, teacher, batch, 1.0)) == pytest.approx(0.0, abs=1e-6)  # KL of a model to itself
+    before = float(_loss(student, teacher, batch, 1.0))
+    config = FinetuneConfig(method="full", steps=20, eval_every=20, lr=3e-3, batch_size=4, kd_weight=1.0)
+    trained, _ = finetune(student, tok, prompts, responses, config, progress=False, teacher=teacher)
+    assert float(_loss(trained, teacher, batch, 1.0)) < 0.7 * before
+    text_only, _ = finetune(student, tok, prompts, responses, config, progress=False)  # no teacher: kd_weight unused
+    assert float(_loss(text_only, teacher, batch, 1.0)) > float(_loss(trained, teacher, batch, 1.0))
+    with pytest.raises(FinescopeError, match="kd_weight must be between 0 and 1, got 1.5"):
+        FinetuneConfig(kd_weight=1.5)
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_training_interrupted_mid_run_resumes_to_the_same_weights(method, tok, tmp_path):
+    prompts, responses = [t[:20] for t in TEXTS], TEXTS[::-1]
+    config = FinetuneConfig(method=method, steps=8, eval_every=2, lr=1e-2, batch_size=3)
+    evaluate = lambda m: float(m(**collate(encode_pairs(tok, prompts, responses, 64), 1)).loss)  # noqa: E731
+    straight, straight_history = finetune(tm.make_model("llama"), tok, prompts, responses, config, evaluate=evaluate, progress=False)
+
+    def stop_at_6(record):
+        if record["step"] == 6:
+            raise Interrupt
+
+    ckpt = tmp_path / "finetune.pt"
+    with pytest.raises(Interrupt):
+        finetune(tm.make_model("llama"), tok, prompts, responses, config, evaluate=evaluate, callback=stop_at_6,
+                 progress=False, checkpoint=ckpt)
+    assert torch.load(ckpt, weights_only=True)["step"] == 4  # the last evaluation before the interruption
+    replayed = []
+    resumed, history = finetune(tm.make_model("llama"), tok, prompts, responses, config, evaluate=evaluate,
+                                callback=replayed.append, progress=False, checkpoint=ckpt)
+    assert [r["step"] for r in replayed] == [0, 2, 4, 6, 8]  # the saved history replays to the live curve, then training goes on
+    pd.testing.assert_frame_equal(history, straight_history)
+    for a, b in zip(resumed.state_dict().values(), straight.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not ckpt.exists()  # a finished training leaves no checkpoint behind
+
+
+def test_teacher_resumes_after_the_last_saved_chunk(tok, tmp_path, monkeypatch):
+    import finescope_nb.distill.teacher as teacher_mod
+
+    teacher = tm.make_model("llama")
+    examples = split_examples([{"text": t} for t in TEXTS * 3], tok, max_prompt_tokens=6, max_response_tokens=5)
+    full = regenerate(teacher, tok, examples, max_new_tokens=4, batch_size=2, progress=False)
+    calls, real = [], teacher_mod.continue_texts
+
+    def failing_second_chunk(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Interrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(teacher_mod, "continue_texts", failing_second_chunk)
+    ckpt = tmp_path / "teacher.json"
+    with pytest.raises(Interrupt):
+        regenerate(teacher, tok, examples, max_new_tokens=4, batch_size=2, progress=False, checkpoint=ckpt)
+    calls.clear()
+    monkeypatch.setattr(teacher_mod, "continue_texts", lambda *a, **k: calls.append(1) or real(*a, **k))
+    assert regenerate(teacher, tok, examples, max_new_tokens=4, batch_size=2, progress=False, checkpoint=ckpt) == full
+    assert len(calls) == -(-len(examples) // 8) - 1  # every chunk but the first, which was saved
 
 
 def test_prepare_and_arms_on_a_tiny_teacher(tok):

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -51,3 +52,93 @@ def test_heldout_split_and_domain_checks(tiny):
         heldout_sequences(tok, EvalConfig(split="pool"))
     with pytest.raises(FinescopeError, match="Unknown domain 'poetry'; known domains are stem"):
         heldout_sequences(tok, EvalConfig(domains=("poetry",)))
+
+
+# -- multiple choice, cloze and the metric registry --------------------------------------------------------
+
+
+def test_option_scores_equal_a_hand_computation_and_ignore_padding(tiny):
+    from finescope_nb.evaluate.choice import option_logprobs
+
+    model, _ = tiny
+    contexts, options = [[5, 6, 7], [8, 9]], [[[10, 11], [12]], [[13, 14, 15], [16, 17]]]
+    scores = option_logprobs(model, contexts, options, pad_id=0, batch_size=3)
+    for context, opts, got in zip(contexts, options, scores):
+        for option, value in zip(opts, got):
+            ids = torch.tensor([context + option])
+            with torch.no_grad():
+                logp = torch.log_softmax(model(input_ids=ids).logits[0], -1)
+            want = sum(float(logp[len(context) - 1 + i, tok]) for i, tok in enumerate(option))
+            assert value == pytest.approx(want, abs=1e-4)
+
+
+def test_cloze_items_hide_the_true_continuation_among_same_length_distractors():
+    from finescope_nb.evaluate.cloze import make_items
+
+    docs = [[d * 100 + i for i in range(80)] for d in range(10)]  # token values say which document they came from
+    items = make_items(docs, context_tokens=48, continuation_tokens=16, seed=3)
+    assert len(items) == 10 and {it.answer for it in items} > {0}
+    for it in items:
+        assert len(it.options) == 4 and all(len(o) == 16 for o in it.options)
+        truth = it.options[it.answer]
+        assert truth[0] == it.context[-1] + 1 and truth[0] // 100 == it.doc  # the context's own continuation
+        others = [o[0] // 100 for j, o in enumerate(it.options) if j != it.answer]
+        assert it.doc not in others and len(set(others)) == 3  # three other documents
+    assert [it.answer for it in make_items(docs, seed=3)] == [it.answer for it in items]  # reproducible from the seed
+    with pytest.raises(FinescopeError, match="Only 2 held-out documents have 64 tokens"):
+        make_items(docs[:2] + [[1, 2, 3]], seed=0)
+
+
+def test_cloze_accuracy_is_perfect_for_an_oracle_and_near_chance_for_noise(tiny):
+    from finescope_nb.evaluate.choice import accuracy
+
+    rng = np.random.default_rng(0)
+    answers = rng.integers(0, 4, 400)
+    oracle = [np.eye(4)[a] for a in answers]
+    assert accuracy(oracle, answers) == 1.0
+    assert abs(accuracy([rng.normal(size=4) for _ in answers], answers) - 0.25) < 0.06
+
+
+def test_evaluate_runs_the_choice_metrics_with_their_chance_levels(tiny):
+    from finescope_nb.evaluate import evaluate
+
+    model, tok = tiny
+    df = evaluate(model, tok, ["cloze", "mmlu", "arc"], domains=["stem", "math"], limit=3)
+    assert list(df.columns[:7]) == ["metric", "domain", "group", "n", "score", "chance", "higher_is_better"]
+    assert set(df["metric"]) == {"cloze", "mmlu", "arc"} and (df["n"] <= 3).all() and df["score"].between(0, 1).all()
+    assert set(df[df["metric"] == "arc"]["group"]) == {"easy", "challenge"}
+    assert df[df["metric"] == "mmlu"]["group"].tolist() == ["stem"]  # only the categories asked for
+    assert (df[df["metric"].isin(["cloze", "mmlu", "arc"])]["chance"] == 0.25).all()
+
+
+def test_bad_metric_domain_and_limit_are_refused(tiny):
+    from finescope_nb.evaluate import evaluate
+
+    model, tok = tiny
+    with pytest.raises(FinescopeError, match="Unknown metric 'bleu'; known metrics are perplexity, mmlu, arc, cloze, gsm8k"):
+        evaluate(model, tok, ["bleu"])
+    with pytest.raises(FinescopeError, match="Unknown domain 'poetry'; known domains are stem"):
+        evaluate(model, tok, ["cloze"], domains=["poetry"])
+    with pytest.raises(FinescopeError, match="limit=0 leaves nothing"):
+        evaluate(model, tok, ["cloze"], limit=0)
+    with pytest.raises(FinescopeError, match="None of the metrics arc covers the domains code"):
+        evaluate(model, tok, ["arc"], domains=["code"])
+
+
+def test_retained_for_accuracy_counts_only_skill_above_chance():
+    import pandas as pd
+
+    from finescope_nb.evaluate import retained_accuracy
+    from finescope_nb.evaluate.registry import retained_table
+
+    assert retained_accuracy(0.55, 0.65, 0.25) == pytest.approx(0.75)
+    with pytest.raises(FinescopeError, match="not above chance"):
+        retained_accuracy(0.2, 0.25, 0.25)
+    rows = [("cloze", "math", 400, 0.25, "base", 0.65), ("cloze", "math", 400, 0.25, "recovered", 0.55),
+            ("mmlu", "stem", 40, 0.25, "base", 0.30), ("mmlu", "stem", 40, 0.25, "recovered", 0.20),
+            ("gsm8k", "gsm8k", 10, 0.0, "base", 0.0), ("gsm8k", "gsm8k", 10, 0.0, "recovered", 0.0)]
+    metrics = pd.DataFrame(rows, columns=["metric", "group", "n", "chance", "model", "score"])
+    table = retained_table(metrics).set_index("metric")
+    assert table.loc["cloze", "retained"] == pytest.approx(0.75) and table.loc["cloze", "above_chance"]
+    assert not table.loc["mmlu", "above_chance"] and np.isnan(table.loc["mmlu", "retained"])  # 0.30 is within noise of 0.25 on 40 items
+    assert not table.loc["gsm8k", "above_chance"]

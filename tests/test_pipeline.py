@@ -6,7 +6,7 @@ from finescope_nb import paths, pipeline
 from finescope_nb.config import CurationConfig, EvalConfig, FinetuneConfig, PruneConfig, RunConfig
 from finescope_nb.errors import FinescopeError
 
-SMALL = RunConfig(domain="math", eval=EvalConfig(domains=("math", "code"), max_docs_per_domain=4, max_length=64),
+SMALL = RunConfig(domain="math", eval=EvalConfig(domains=("math", "code"), max_docs_per_domain=4, max_length=64, metric_limit=6),
                   curation=CurationConfig(m=20), prune=PruneConfig(calibration_docs=8, max_length=64),
                   finetune=FinetuneConfig(method="full", steps=4, eval_every=2, max_length=64))
 STAGES = {"eval-base", "curate", "prune", "recover", "eval-pruned", "eval-recovered"}
@@ -28,6 +28,11 @@ def test_run_goes_through_every_stage_and_reuses_the_cache(tmp_path, monkeypatch
     assert list(first.table.columns) == ["domain", "base_ppl", "pruned_ppl", "recovered_ppl", "retained"]
     stages = {p.name.rsplit("-", 1)[0]: p for p in (tmp_path / "run" / "stages").iterdir()}
     assert set(stages) == STAGES and all((p / "DONE").exists() for p in stages.values())
+    progress = json.loads((tmp_path / "run" / "progress.json").read_text())["stages"]
+    assert progress == summary["stages"] == {name: f"stages/{p.name}" for name, p in stages.items()}
+    cloze = first.metrics[first.metrics["metric"] == "cloze"]
+    assert set(cloze["model"]) == {"base", "pruned", "recovered"} and (cloze["n"] == 6).all()
+    assert cloze["score"].between(0, 1).all() and (cloze["chance"] == 0.25).all()
 
     def boom(*a, **k):
         raise AssertionError("a cached stage was recomputed")
@@ -57,3 +62,53 @@ def test_fast_mode_shrinks_eval(monkeypatch):
     assert pipeline.default_config().eval.max_docs_per_domain == 24
     monkeypatch.setenv("FINESCOPE_FAST", "0")
     assert pipeline.default_config().eval.max_docs_per_domain == 200
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_a_run_killed_inside_pruning_or_recovery_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    import finescope_nb.distill.teacher as teacher
+
+    straight = pipeline.run(SMALL, tmp_path / "straight", progress=False)
+
+    def dies(*args, **kwargs):
+        raise Interrupt
+
+    monkeypatch.setattr(pipeline, "plan_pruning", dies)  # killed inside pruning, after importance was scored
+    with pytest.raises(Interrupt):
+        pipeline.run(SMALL, tmp_path / "run", progress=False)
+    assert list((tmp_path / "run" / "checkpoints").glob("prune-*/importance.pt"))
+    monkeypatch.undo()
+    monkeypatch.setattr(paths, "DEFAULT_RUNS_DIR", tmp_path / "runs")
+    monkeypatch.setattr(pipeline, "compute_importance", dies)  # the saved scores are used, not recomputed
+
+    calls, real_loss = [], pipeline.domain_loss
+
+    def dies_at_step_4(*args, **kwargs):  # recovery evaluates at steps 0, 2, 4: die on the third
+        calls.append(1)
+        if len(calls) == 3:
+            raise Interrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "domain_loss", dies_at_step_4)
+    with pytest.raises(Interrupt):
+        pipeline.run(SMALL, tmp_path / "run", progress=False)
+    progress = json.loads((tmp_path / "run" / "progress.json").read_text())["stages"]
+    assert set(progress) == {"eval-base", "curate", "prune"}  # recovery did not finish
+    assert list((tmp_path / "run" / "checkpoints").glob("recover-*/finetune.pt"))
+
+    calls.clear()
+    monkeypatch.setattr(teacher, "continue_texts", lambda *a, **k: pytest.fail("the teacher ran again"))
+    resumed = pipeline.run(SMALL, tmp_path / "run", progress=False)
+    assert len(calls) == 1  # only the evaluation at step 4: steps 1-2 came from the checkpoint
+    assert resumed.table.round(6).equals(straight.table.round(6))
+    assert not list((tmp_path / "run" / "checkpoints").glob("*/*"))  # finished stages clear their checkpoints
+
+
+def test_unknown_metric_is_refused_before_any_work(tmp_path):
+    bad = SMALL.replace(eval=SMALL.eval.replace(metrics=("cloze", "bleu")))
+    with pytest.raises(FinescopeError, match="Unknown metric 'bleu'; known metrics are perplexity, "):
+        pipeline.run(bad, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

@@ -3,7 +3,8 @@
 `prepare` does what is shared once per domain: split the curated set, let the teacher regenerate
 every response, filter. Each arm then fine-tunes the same pruned student for the same steps:
 - `self_distill`: the curated prompts with the teacher's responses where they agree with the
-  originals, the originals elsewhere;
+  originals, the originals elsewhere; with `kd_weight` > 0 (the default) the student also matches
+  the teacher's next-token distributions on those responses, not just their text;
 - `plain`: the curated prompts with their original responses (no teacher);
 - `random`: a random pool sample of the same size, original responses;
 - `none`: no fine-tuning.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -61,12 +63,14 @@ class RecoveryData:
 
 
 def prepare(teacher, tokenizer, curated, random_records, domain: str, threshold: float = DEFAULT_THRESHOLD,
-            max_prompt_tokens: int = 64, max_response_tokens: int = 64, do_sample: bool = False, seed: int = 0,
-            batch_size: int = 16, progress: bool = True) -> RecoveryData:
-    """Split the curated set, regenerate its responses with the teacher, filter; split the random sample too."""
+            max_prompt_tokens: int = 64, max_response_tokens: int = 64, do_sample: bool = False, temperature: float = 0.8,
+            seed: int = 0, batch_size: int = 16, progress: bool = True, checkpoint: str | Path | None = None) -> RecoveryData:
+    """Split the curated set, regenerate its responses with the teacher, filter; split the random sample too.
+
+    `checkpoint`: a file where the teacher's finished responses are kept, so an interrupted run resumes."""
     examples = split_examples(curated, tokenizer, max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens)
-    regenerated = regenerate(teacher, tokenizer, examples, max_new_tokens=max_response_tokens, do_sample=do_sample, seed=seed,
-                             batch_size=batch_size, progress=progress)
+    regenerated = regenerate(teacher, tokenizer, examples, max_new_tokens=max_response_tokens, do_sample=do_sample,
+                             temperature=temperature, seed=seed, batch_size=batch_size, progress=progress, checkpoint=checkpoint)
     responses, kept, scores = filter_responses(examples, regenerated, domain, threshold)
     random_examples = split_examples(random_records, tokenizer, max_prompt_tokens=max_prompt_tokens,
                                      max_response_tokens=max_response_tokens)
@@ -75,11 +79,15 @@ def prepare(teacher, tokenizer, curated, random_records, domain: str, threshold:
 
 def run_arm(student, tokenizer, data: RecoveryData, arm: str, config: FinetuneConfig,
             evaluate: Callable[[object], float] | None = None, callback: Callable[[dict], None] | None = None,
-            progress: bool = True):
-    """The recovered model of one arm and its history (the untouched student and an empty history for `none`)."""
+            progress: bool = True, checkpoint: str | Path | None = None, teacher=None):
+    """The recovered model of one arm and its history (the untouched student and an empty history for `none`).
+
+    `teacher`: the unpruned model, whose distributions `self_distill` matches (see `finetune`); without it
+    that arm trains on the regenerated text alone."""
     if arm not in ARMS:
         raise FinescopeError(f"Unknown recovery arm {arm!r}; choose one of {', '.join(ARMS)}.")
     if arm == "none":
         return student, pd.DataFrame(columns=["step", "train_loss", "val_loss"])
     prompts, responses = data.pairs(arm)
-    return finetune(student, tokenizer, prompts, responses, config, evaluate=evaluate, callback=callback, progress=progress)
+    return finetune(student, tokenizer, prompts, responses, config, evaluate=evaluate, callback=callback, progress=progress,
+                    checkpoint=checkpoint, teacher=teacher if arm == "self_distill" else None)  # the others are text-only

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 from tqdm.auto import tqdm
+
+from finescope_nb.artifacts import write_json_atomic
 
 from finescope_nb.distill.split import Example
 from finescope_nb.errors import FinescopeError
@@ -19,14 +25,28 @@ def check_same_tokenizer(teacher_tokenizer, student_tokenizer) -> None:
 
 
 def regenerate(teacher, tokenizer, examples: list[Example], max_new_tokens: int = 64, do_sample: bool = False,
-               temperature: float = 0.8, seed: int = 0, batch_size: int = 16, progress: bool = True) -> list[str]:
-    """The teacher's continuation of every prompt, greedy or sampled (reproducible from `seed`)."""
+               temperature: float = 0.8, seed: int = 0, batch_size: int = 16, progress: bool = True,
+               checkpoint: str | Path | None = None) -> list[str]:
+    """The teacher's continuation of every prompt, greedy or sampled (reproducible from `seed`).
+
+    With `checkpoint` (a JSON file), finished chunks are saved as they come, and a rerun with the
+    same prompts and settings continues after the last saved chunk.
+    """
     if not examples:
         raise FinescopeError("There are no examples to regenerate; the curated set is empty.")
     prompts = [e.prompt for e in examples]
+    key = hashlib.sha256(json.dumps([prompts, max_new_tokens, do_sample, temperature, seed, batch_size]).encode()).hexdigest()
+    checkpoint = Path(checkpoint) if checkpoint is not None else None
     out: list[str] = []
-    chunk = batch_size * 4  # several generate batches per progress step
+    if checkpoint is not None and checkpoint.is_file():
+        saved = json.loads(checkpoint.read_text())
+        out = saved["responses"] if saved.get("key") == key else []
+    chunk = batch_size * 4  # several generate batches per progress step (and per checkpoint)
     for start in tqdm(range(0, len(prompts), chunk), desc="teacher", unit="chunk", disable=not progress):
+        if start < len(out):
+            continue
         out += continue_texts(teacher, tokenizer, prompts[start:start + chunk], max_new_tokens=max_new_tokens,
                               do_sample=do_sample, temperature=temperature, seed=seed + start, batch_size=batch_size)
+        if checkpoint is not None:
+            write_json_atomic(checkpoint, {"key": key, "responses": out})
     return out

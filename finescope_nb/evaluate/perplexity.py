@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from finescope_nb.config import EvalConfig
 from finescope_nb.corpus import DOMAINS, check_domain, load_split
 from finescope_nb.errors import FinescopeError
+from finescope_nb.evaluate.registry import EvalOptions, register
 
 
 def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -122,3 +123,11 @@ def unigram_perplexity(counts: Mapping[int, int], vocab_size: int,
         loss = nll / max(n, 1)
         rows.append({"domain": domain, "tokens": n, "loss": loss, "ppl": math.exp(loss)})
     return pd.DataFrame(rows)
+
+
+@register("perplexity", DOMAINS, chance=float("nan"), higher_is_better=False,
+          description="held-out whole documents per domain, perplexity of every token after the first")
+def _perplexity_metric(model, tokenizer, options: EvalOptions) -> pd.DataFrame:
+    cfg = EvalConfig(domains=options.domains, max_docs_per_domain=options.limit, batch_size=options.batch_size)
+    df = domain_perplexity(model, tokenizer, cfg, progress=False)
+    return pd.DataFrame({"domain": df["domain"], "group": df["domain"], "n": df["tokens"], "score": df["ppl"], "loss": df["loss"]})
