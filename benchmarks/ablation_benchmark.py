@@ -50,6 +50,7 @@ from finescope_nb.curate.workspace import curate_domain, default_workspace  # no
 from finescope_nb.distill import FinetuneConfig, finetune, prepare, split_examples  # noqa: E402
 from finescope_nb.evaluate import domain_loss, heldout_sequences, retained  # noqa: E402
 from finescope_nb.evaluate.cloze import cloze_accuracy, domain_items  # noqa: E402
+from finescope_nb.lm import model_identity  # noqa: E402
 from finescope_nb.prune import PruneConfig, prune, sample_texts  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "ablation.json"
@@ -69,7 +70,7 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.3)
     parser.add_argument("--domains", nargs="+", default=["math", "code"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS, help="rows to build (unpruned always is)")
     parser.add_argument("--m", type=int, default=200)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--test-docs", type=int, default=120)
@@ -86,7 +87,8 @@ def main() -> None:
     finetune_config = FinetuneConfig(steps=args.steps, eval_every=args.steps)
     test = heldout_sequences(tokenizer, EvalConfig(split="test", domains=tuple(args.domains), max_docs_per_domain=args.test_docs))
     kd_weight = finetune_config.kd_weight if args.kd_weight is None else args.kd_weight
-    tag = f"r{args.ratio}-m{args.m}-s{args.steps}-t{args.teacher_temperature}-kd{kd_weight}-d{args.test_docs}"
+    tag = f"{model_identity(model)}-r{args.ratio}-m{args.m}-s{args.steps}-t{args.teacher_temperature}-kd{kd_weight}-d{args.test_docs}"
+    rows_wanted = ["unpruned"] + [r for r in args.rows if r != "unpruned"]  # every score is relative to it
     cells: dict[tuple[str, str, int], dict] = {}
 
     for domain in args.domains:
@@ -115,7 +117,7 @@ def main() -> None:
                 examples = split_examples(records, tokenizer)
                 return [e.prompt for e in examples], [e.response for e in examples]
 
-            for row in args.rows:
+            for row in rows_wanted:
                 path = args.cells / tag / f"{domain}-{seed}-{row}.json"
                 if path.is_file():
                     cells[domain, row, seed] = json.loads(path.read_text())

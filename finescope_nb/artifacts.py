@@ -25,6 +25,7 @@ R = TypeVar("R")
 
 RUN_FILE = "run.json"
 PROGRESS_FILE = "progress.json"  # the finished stages of the current config and their folders
+STAGE_ORDER = ("eval-base", "curate", "prune", "recover", "eval-pruned", "eval-recovered")  # a run's stages
 IDENTITY_FIELDS = ("domain", "model", "corpus")
 
 

@@ -68,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--run-dir", default=None, help="run folder (default: runs/<domain>-<config hash>)")
     run.add_argument("--ratio", type=float, default=None, help="share of non-embedding parameters to prune (default: 0.3)")
     run.add_argument("--seeds", default=None, help="a text file of your own seed examples, one per line (default: 10 held-out seeds)")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=int, default=0, help="one seed for every stage: seed draw, calibration sample, "
+                                                            "fine-tuning order (default: 0)")
     run.add_argument("--metrics", nargs="+", default=None, metavar="METRIC",
                      help="task metrics beside perplexity (default: cloze); any of perplexity, cloze, mmlu, arc, gsm8k, "
                           "math500, humaneval, mbpp")
@@ -108,6 +109,8 @@ def _cmd_run(args) -> None:
     cfg = pipeline.default_config(
         args.domain, model=ModelConfig(path=args.model), corpus=CorpusConfig(path=args.corpus), seed=args.seed,
     )
+    cfg = cfg.replace(curation=cfg.curation.replace(seed=args.seed), prune=cfg.prune.replace(seed=args.seed),
+                      finetune=cfg.finetune.replace(seed=args.seed))  # one seed for every stage
     if args.ratio is not None:
         cfg = cfg.replace(prune=cfg.prune.replace(ratio=args.ratio))
     if args.seeds is not None:

@@ -107,6 +107,13 @@ class EvalConfig(Config):
     metrics: tuple[str, ...] = ("cloze",)  # beside perplexity; any of finescope_nb.evaluate.METRICS
     metric_limit: int | None = None  # items per group for those metrics; None: all
 
+    def __post_init__(self):
+        for name, low in (("max_docs_per_domain", 1), ("metric_limit", 1), ("batch_size", 1), ("max_length", 2)):
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise FinescopeError(f"Evaluation setting {name} must be at least {low}, got {value}; "
+                                     f"raise it{' or leave it unset for all items' if name in ('max_docs_per_domain', 'metric_limit') else ''}.")
+
 
 @dataclass(frozen=True)
 class BaseModelConfig(Config):

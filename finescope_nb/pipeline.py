@@ -34,15 +34,13 @@ from finescope_nb.corpus import check_domain, load_seeds, load_user_corpus, load
 from finescope_nb.curate.workspace import cached_pool_codes, curate_top, pool_sample
 from finescope_nb.distill import prepare, run_arm
 from finescope_nb.evaluate import domain_loss, domain_perplexity, evaluate as evaluate_metrics, heldout_sequences, retained
-from finescope_nb.evaluate.registry import check_metrics
+from finescope_nb.errors import FinescopeError
+from finescope_nb.evaluate.registry import METRICS, check_metrics
 from finescope_nb.lm import load_model, load_tokenizer, model_identity, save_model
 from finescope_nb.paths import DEFAULT_RUNS_DIR
 from finescope_nb.prune import apply_plan, compute_importance, plan_pruning, sample_texts, save_pruned
 from finescope_nb.prune.importance import ImportanceScores
 from finescope_nb.sae.cache import cached_sae, default_sae_config
-
-
-STAGES = ("eval-base", "curate", "prune", "recover", "eval-pruned", "eval-recovered")
 
 
 def fast_mode() -> bool:
@@ -89,17 +87,15 @@ def _save_frame(df: pd.DataFrame, folder: Path, name: str) -> None:
     df.to_csv(folder / name, index=False)
 
 
-def _load_frame(folder: Path, name: str) -> pd.DataFrame:
-    return pd.read_csv(folder / name, keep_default_na=False) if name == "curated.csv" else pd.read_csv(folder / name)
-
-
 def _metric_frames(model, tokenizer, cfg, checkpoints: Path) -> pd.DataFrame:
-    """Every task metric of `cfg`, each saved to `checkpoints` as it finishes, so a rerun skips finished ones."""
+    """Every task metric of `cfg` that covers one of its domains, each saved to `checkpoints` as it finishes,
+    so a rerun skips finished ones."""
     frames = []
-    for name in cfg.metrics:
+    for name in (m for m in cfg.metrics if set(METRICS[m].domains) & set(cfg.domains)):
         done = checkpoints / f"{name}.csv"
         if not done.is_file():
-            df = evaluate_metrics(model, tokenizer, [name], cfg.domains, limit=cfg.metric_limit, batch_size=cfg.batch_size)
+            df = evaluate_metrics(model, tokenizer, [name], cfg.domains, limit=cfg.metric_limit, batch_size=cfg.batch_size,
+                                  split=cfg.split)
             with atomic_path(done) as tmp:
                 df.to_csv(tmp, index=False)
         frames.append(pd.read_csv(done))
@@ -113,6 +109,9 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
     check_domain(config.domain)
     if config.eval.metrics:
         check_metrics(list(config.eval.metrics))
+        if not any(set(METRICS[m].domains) & set(config.eval.domains) for m in config.eval.metrics):
+            raise FinescopeError(f"None of the metrics {', '.join(config.eval.metrics)} covers the evaluated domains "
+                                 f"{', '.join(config.eval.domains)}; add a domain they cover or choose other metrics.")
     run_dir = Path(run_dir) if run_dir else DEFAULT_RUNS_DIR / f"{config.domain}-{config.config_hash(8)}"
     folder = RunFolder(run_dir, config)
     finished: dict[str, str] = {}
@@ -140,10 +139,11 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
 
         def save(result, d: Path) -> None:
             _save_frame(result[0], d, "ppl.csv")
-            _save_frame(result[1], d, "metrics.csv")
+            if len(result[1]):
+                _save_frame(result[1], d, "metrics.csv")
 
         def load(d: Path):
-            return pd.read_csv(d / "ppl.csv"), (pd.read_csv(d / "metrics.csv") if config.eval.metrics else pd.DataFrame())
+            return pd.read_csv(d / "ppl.csv"), (pd.read_csv(d / "metrics.csv") if (d / "metrics.csv").is_file() else pd.DataFrame())
 
         return stage(f"eval-{name}", key, compute, save, load)
 
@@ -151,15 +151,17 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
 
     sae = cached_sae(model, tokenizer, default_sae_config(fast=fast_mode()), progress=progress,
                      **(dict(heldout_docs=60, heldout_tokens=4_000, loss_tokens=2_000) if fast_mode() else {}))
-    pool_key = hashlib.sha256("\n".join(pool["id"]).encode()).hexdigest()[:12]
+    seeds = _seeds(config)
+    # the documents and seeds themselves, not just their ids and path: an edited corpus or seeds file recurates
+    pool_key = hashlib.sha256("\x00".join([*pool["id"], *pool["text"], "\x01", *seeds]).encode()).hexdigest()[:12]
     curate_key = stage_key(config.curation, model_key, sae.config.config_hash(), pool_key, config.domain)
 
     def curate(_ckpt: Path) -> pd.DataFrame:
         codes = cached_pool_codes(sae, model, tokenizer, pool, progress=progress)
-        return curate_top(sae, model, tokenizer, pool, codes, _seeds(config), min(config.curation.m, len(pool)))
+        return curate_top(sae, model, tokenizer, pool, codes, seeds, min(config.curation.m, len(pool)))
 
     curated = stage("curate", curate_key, curate, save=lambda df, d: _save_frame(df, d, "curated.csv"),
-                    load=lambda d: _load_frame(d, "curated.csv"))
+                    load=lambda d: pd.read_csv(d / "curated.csv", keep_default_na=False))
 
     prune_key = stage_key(config.prune, curate_key)
 
@@ -179,13 +181,13 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
                    save=lambda result, d: save_pruned(result[0], tokenizer, d / "model", result[1], config.prune),
                    load=lambda d: (load_model(d / "model"), None))[0]
 
-    recover_key = stage_key(config.finetune, prune_key)
+    val_config = config.eval.replace(split="validation", domains=(config.domain,), metrics=(), metric_limit=None)
+    recover_key = stage_key(config.finetune, prune_key, val_config.config_hash())  # validation picks kept weights
 
     def recover(ckpt: Path):
-        random_records = pool.sample(len(curated), random_state=config.seed)
-        data = prepare(model, tokenizer, curated, random_records, config.domain, seed=config.seed, progress=progress,
+        data = prepare(model, tokenizer, curated, None, config.domain, seed=config.seed, progress=progress,
                        checkpoint=ckpt / "teacher.json")
-        val = heldout_sequences(tokenizer, config.eval.replace(split="validation", domains=(config.domain,)))[config.domain]
+        val = heldout_sequences(tokenizer, val_config)[config.domain]
         student, history = run_arm(pruned, tokenizer, data, "self_distill", config.finetune,
                                    evaluate=lambda m: domain_loss(m, tokenizer, val), progress=progress,
                                    checkpoint=ckpt / "finetune.pt", teacher=model)

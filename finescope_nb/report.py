@@ -20,14 +20,12 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from finescope_nb.artifacts import RUN_FILE, write_text_atomic
+from finescope_nb.artifacts import PROGRESS_FILE, RUN_FILE, STAGE_ORDER, write_text_atomic
 from finescope_nb.config import RunConfig
 from finescope_nb.errors import FinescopeError
 from finescope_nb.viz.plots import pipeline_summary
 
-STAGE_ORDER = ("eval-base", "curate", "prune", "recover", "eval-pruned", "eval-recovered")
 MODELS = ("base", "pruned", "recovered")
-PROGRESS_FILE = "progress.json"
 SUMMARY_FILE = "summary.json"
 PLAN_FILE = "finescope_prune.json"  # finescope_nb.prune.PLAN_FILE; not imported, since prune pulls in torch
 TOP_TEXTS, TEXT_CHARS = 5, 400
@@ -87,8 +85,11 @@ def load_run(path: str | Path) -> RunInfo:
     else:
         found = _newest_done(run_dir)
     missing = tuple(n for n in STAGE_ORDER if n not in found)
-    # summary.json is written last, so while stages are missing it can only describe an earlier config
+    # summary.json is written last and names the stage folders it summarises: while stages are missing,
+    # or when it names other folders, it describes an earlier config
     summary = _read_json(run_dir / SUMMARY_FILE) if not missing and (run_dir / SUMMARY_FILE).is_file() else None
+    if summary is not None and "stages" in summary and {n: run_dir / rel for n, rel in summary["stages"].items()} != found:
+        summary = None
     return RunInfo(run_dir, config, summary, {n: found[n] for n in STAGE_ORDER if n in found}, missing)
 
 
@@ -108,7 +109,9 @@ def domain_table(info: RunInfo) -> pd.DataFrame | None:
 
 def metrics_table(info: RunInfo) -> pd.DataFrame | None:
     """Task metrics (cloze accuracy and the like) per model, from the summary or the eval stages' metrics.csv."""
-    if info.summary and info.summary.get("metrics"):
+    if info.summary and "metrics" in info.summary:
+        if not info.summary["metrics"]:
+            return None  # the run measured perplexity only
         records = pd.DataFrame(info.summary["metrics"])
     else:
         frames = [pd.read_csv(info.stages[f"eval-{m}"] / "metrics.csv").assign(model=m) for m in MODELS

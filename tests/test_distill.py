@@ -156,12 +156,12 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("method", ["lora", "full"])
-def test_training_interrupted_mid_run_resumes_to_the_same_weights(method, tok, tmp_path):
+@pytest.mark.parametrize("arch,method", [("llama", "lora"), ("gpt2", "full")])  # GPT-2 trains with dropout on
+def test_training_interrupted_mid_run_resumes_to_the_same_weights(arch, method, tok, tmp_path):
     prompts, responses = [t[:20] for t in TEXTS], TEXTS[::-1]
     config = FinetuneConfig(method=method, steps=8, eval_every=2, lr=1e-2, batch_size=3)
     evaluate = lambda m: float(m(**collate(encode_pairs(tok, prompts, responses, 64), 1)).loss)  # noqa: E731
-    straight, straight_history = finetune(tm.make_model("llama"), tok, prompts, responses, config, evaluate=evaluate, progress=False)
+    straight, straight_history = finetune(tm.make_model(arch), tok, prompts, responses, config, evaluate=evaluate, progress=False)
 
     def stop_at_6(record):
         if record["step"] == 6:
@@ -169,11 +169,11 @@ def test_training_interrupted_mid_run_resumes_to_the_same_weights(method, tok, t
 
     ckpt = tmp_path / "finetune.pt"
     with pytest.raises(Interrupt):
-        finetune(tm.make_model("llama"), tok, prompts, responses, config, evaluate=evaluate, callback=stop_at_6,
+        finetune(tm.make_model(arch), tok, prompts, responses, config, evaluate=evaluate, callback=stop_at_6,
                  progress=False, checkpoint=ckpt)
     assert torch.load(ckpt, weights_only=True)["step"] == 4  # the last evaluation before the interruption
     replayed = []
-    resumed, history = finetune(tm.make_model("llama"), tok, prompts, responses, config, evaluate=evaluate,
+    resumed, history = finetune(tm.make_model(arch), tok, prompts, responses, config, evaluate=evaluate,
                                 callback=replayed.append, progress=False, checkpoint=ckpt)
     assert [r["step"] for r in replayed] == [0, 2, 4, 6, 8]  # the saved history replays to the live curve, then training goes on
     pd.testing.assert_frame_equal(history, straight_history)

@@ -89,14 +89,26 @@ def test_cloze_items_hide_the_true_continuation_among_same_length_distractors():
         make_items(docs[:2] + [[1, 2, 3]], seed=0)
 
 
-def test_cloze_accuracy_is_perfect_for_an_oracle_and_near_chance_for_noise(tiny):
+def test_accuracy_is_perfect_for_an_oracle_and_near_chance_for_noise():
     from finescope_nb.evaluate.choice import accuracy
 
     rng = np.random.default_rng(0)
     answers = rng.integers(0, 4, 400)
-    oracle = [np.eye(4)[a] for a in answers]
-    assert accuracy(oracle, answers) == 1.0
+    assert accuracy([np.eye(4)[a] for a in answers], answers) == 1.0
     assert abs(accuracy([rng.normal(size=4) for _ in answers], answers) - 0.25) < 0.06
+
+
+def test_the_embedded_model_follows_math_passages_and_a_random_one_does_not():
+    from finescope_nb.evaluate.cloze import cloze_accuracy, domain_items
+    from finescope_nb.lm import load_model, load_tokenizer
+
+    model, tok = load_model(), load_tokenizer()
+    items = domain_items(tok, "math", limit=60, seed=0)
+    assert len(items) == 60
+    assert cloze_accuracy(model, items, tok.pad_token_id) > 0.45  # measured 0.68 on all 216 items; chance is 0.25
+    torch.manual_seed(0)
+    scrambled = LlamaForCausalLM(model.config).eval()  # same shapes, random weights
+    assert abs(cloze_accuracy(scrambled, items, tok.pad_token_id) - 0.25) < 0.2
 
 
 def test_evaluate_runs_the_choice_metrics_with_their_chance_levels(tiny):
@@ -115,7 +127,7 @@ def test_bad_metric_domain_and_limit_are_refused(tiny):
     from finescope_nb.evaluate import evaluate
 
     model, tok = tiny
-    with pytest.raises(FinescopeError, match="Unknown metric 'bleu'; known metrics are perplexity, mmlu, arc, cloze, gsm8k"):
+    with pytest.raises(FinescopeError, match="Unknown metric 'bleu'; known metrics are perplexity, cloze, mmlu, arc, gsm8k"):
         evaluate(model, tok, ["bleu"])
     with pytest.raises(FinescopeError, match="Unknown domain 'poetry'; known domains are stem"):
         evaluate(model, tok, ["cloze"], domains=["poetry"])

@@ -1,6 +1,5 @@
 """Every notebook runs top to bottom, headless, in fast mode, from a clean checkout."""
 
-import os
 from pathlib import Path
 
 import nbformat

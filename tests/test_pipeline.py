@@ -5,6 +5,7 @@ import pytest
 from finescope_nb import paths, pipeline
 from finescope_nb.config import CurationConfig, EvalConfig, FinetuneConfig, PruneConfig, RunConfig
 from finescope_nb.errors import FinescopeError
+from finescope_nb.report import write_report
 
 SMALL = RunConfig(domain="math", eval=EvalConfig(domains=("math", "code"), max_docs_per_domain=4, max_length=64, metric_limit=6),
                   curation=CurationConfig(m=20), prune=PruneConfig(calibration_docs=8, max_length=64),
@@ -33,11 +34,13 @@ def test_run_goes_through_every_stage_and_reuses_the_cache(tmp_path, monkeypatch
     cloze = first.metrics[first.metrics["metric"] == "cloze"]
     assert set(cloze["model"]) == {"base", "pruned", "recovered"} and (cloze["n"] == 6).all()
     assert cloze["score"].between(0, 1).all() and (cloze["chance"] == 0.25).all()
+    page = write_report(tmp_path / "run").read_text()  # the report reads what the pipeline really wrote
+    assert "Missing stages" not in page and "cloze" in page and f"{first.table['retained'].iloc[0]:.3f}" in page
 
     def boom(*a, **k):
         raise AssertionError("a cached stage was recomputed")
 
-    for name in ("domain_perplexity", "compute_importance", "prepare", "run_arm"):
+    for name in ("domain_perplexity", "evaluate_metrics", "compute_importance", "prepare", "run_arm"):
         monkeypatch.setattr(pipeline, name, boom)
     again = pipeline.run(SMALL, tmp_path / "run", progress=False)
     assert again.table.round(6).equals(first.table.round(6))

@@ -8,7 +8,7 @@ import tiny_models as tm
 from finescope_nb.adapters import get_adapter
 from finescope_nb.errors import FinescopeError
 from finescope_nb.lm import SHAPES_FILE, layer_shapes, load_model, model_identity
-from finescope_nb.prune import (CRITERIA, PruneConfig, apply_plan, compute_importance, plan_pruning, prune, sample_texts,
+from finescope_nb.prune import (CRITERIA, PruneConfig, compute_importance, plan_pruning, prune, sample_texts,
                                 save_pruned, unit_cost)
 
 TEXTS = tm.texts(12, seed=3, min_words=8, max_words=20)

@@ -133,3 +133,19 @@ def test_compare_refuses_an_unfinished_run(tmp_path):
     half = make_run(tmp_path, "half", stages=STAGE_ORDER[:4])
     with pytest.raises(FinescopeError, match=r"Run 'half' is unfinished \(missing stages: eval-pruned, eval-recovered\)"):
         compare_runs([done, half])
+
+
+def test_a_run_without_task_metrics_and_a_summary_of_other_folders(tmp_path):
+    from finescope_nb.report import metrics_table
+
+    run = make_run(tmp_path)
+    summary = json.loads((run / "summary.json").read_text())
+    summary["metrics"] = []  # a perplexity-only run: no metrics.csv anywhere
+    summary["stages"] = json.loads((run / "progress.json").read_text())["stages"]
+    (run / "summary.json").write_text(json.dumps(summary))
+    info = load_run(run)
+    assert info.summary is not None and metrics_table(info) is None
+    assert "Missing stages" not in write_report(run).read_text()
+    summary["stages"] = {**summary["stages"], "recover": "stages/recover-bbbbbbbbbbbb"}  # written for another config
+    (run / "summary.json").write_text(json.dumps(summary))
+    assert load_run(run).summary is None

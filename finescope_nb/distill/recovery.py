@@ -65,15 +65,16 @@ class RecoveryData:
 def prepare(teacher, tokenizer, curated, random_records, domain: str, threshold: float = DEFAULT_THRESHOLD,
             max_prompt_tokens: int = 64, max_response_tokens: int = 64, do_sample: bool = False, temperature: float = 0.8,
             seed: int = 0, batch_size: int = 16, progress: bool = True, checkpoint: str | Path | None = None) -> RecoveryData:
-    """Split the curated set, regenerate its responses with the teacher, filter; split the random sample too.
+    """Split the curated set, regenerate its responses with the teacher, filter; split the random sample too
+    (`random_records=None` when the `random` arm will not run).
 
     `checkpoint`: a file where the teacher's finished responses are kept, so an interrupted run resumes."""
     examples = split_examples(curated, tokenizer, max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens)
     regenerated = regenerate(teacher, tokenizer, examples, max_new_tokens=max_response_tokens, do_sample=do_sample,
                              temperature=temperature, seed=seed, batch_size=batch_size, progress=progress, checkpoint=checkpoint)
     responses, kept, scores = filter_responses(examples, regenerated, domain, threshold)
-    random_examples = split_examples(random_records, tokenizer, max_prompt_tokens=max_prompt_tokens,
-                                     max_response_tokens=max_response_tokens)
+    random_examples = [] if random_records is None else split_examples(
+        random_records, tokenizer, max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens)
     return RecoveryData(domain, examples, regenerated, responses, kept, scores, random_examples)
 
 

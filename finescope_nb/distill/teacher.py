@@ -16,7 +16,7 @@ from finescope_nb.generate import continue_texts
 
 
 def check_same_tokenizer(teacher_tokenizer, student_tokenizer) -> None:
-    """Self-distillation moves text, not logits, but a student must read the teacher's tokens the same way."""
+    """The student learns the teacher's text and its next-token distributions, so both must share one vocabulary."""
     if teacher_tokenizer is student_tokenizer:
         return
     if teacher_tokenizer.get_vocab() != student_tokenizer.get_vocab():

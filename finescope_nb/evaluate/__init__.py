@@ -1,14 +1,15 @@
 """Evaluation: held-out perplexity, cloze, multiple choice, math and code generation, one interface.
 
 `evaluate(model, tokenizer, metrics=..., domains=...)` runs any registered metric (see `METRICS`)
-and returns one DataFrame. Importing the metric modules registers them.
+and returns one DataFrame. Importing the metric modules registers them, in this order.
 """
 
-from finescope_nb.evaluate.registry import METRICS, EvalOptions, Metric, evaluate, register, retained_accuracy
+from finescope_nb.evaluate.registry import (METRICS, EvalOptions, Metric, evaluate, register, retained_accuracy,
+                                            retained_table)
 from finescope_nb.evaluate.perplexity import (domain_loss, domain_perplexity, heldout_sequences, retained, token_nll,
                                               tokenize_texts, unigram_nll, unigram_perplexity)
-from finescope_nb.evaluate import choice, cloze  # noqa: E402,F401  (registers their metrics)
+from finescope_nb.evaluate import cloze, choice_tasks, generation, code_tasks  # noqa: F401  (registers their metrics)
 
-__all__ = ["METRICS", "EvalOptions", "Metric", "evaluate", "register", "retained", "retained_accuracy", "domain_loss",
-           "domain_perplexity", "heldout_sequences", "token_nll", "tokenize_texts", "unigram_nll", "unigram_perplexity"]
-from finescope_nb.evaluate import generation, code_tasks  # noqa: E402,F401  (registers their metrics)
+__all__ = ["METRICS", "EvalOptions", "Metric", "evaluate", "register", "retained", "retained_accuracy", "retained_table",
+           "domain_loss", "domain_perplexity", "heldout_sequences", "token_nll", "tokenize_texts", "unigram_nll",
+           "unigram_perplexity"]

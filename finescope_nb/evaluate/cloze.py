@@ -16,11 +16,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from finescope_nb.corpus import load_split
+from finescope_nb.corpus import DOMAINS, load_split
 from finescope_nb.errors import FinescopeError
 from finescope_nb.evaluate.choice import accuracy, option_logprobs
 from finescope_nb.evaluate.registry import EvalOptions, register
-from finescope_nb.corpus import DOMAINS
 
 N_OPTIONS = 4
 
@@ -76,7 +75,7 @@ def _cloze_metric(model, tokenizer, options: EvalOptions) -> pd.DataFrame:
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     rows = []
     for domain in options.domains:
-        items = domain_items(tokenizer, domain, limit=options.limit, seed=options.seed)
+        items = domain_items(tokenizer, domain, split=options.split, limit=options.limit, seed=options.seed)
         rows.append({"domain": domain, "group": domain, "n": len(items),
                      "score": cloze_accuracy(model, items, pad, options.batch_size * 4)})
     return pd.DataFrame(rows)

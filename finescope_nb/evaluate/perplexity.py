@@ -128,6 +128,6 @@ def unigram_perplexity(counts: Mapping[int, int], vocab_size: int,
 @register("perplexity", DOMAINS, chance=float("nan"), higher_is_better=False,
           description="held-out whole documents per domain, perplexity of every token after the first")
 def _perplexity_metric(model, tokenizer, options: EvalOptions) -> pd.DataFrame:
-    cfg = EvalConfig(domains=options.domains, max_docs_per_domain=options.limit, batch_size=options.batch_size)
+    cfg = EvalConfig(split=options.split, domains=options.domains, max_docs_per_domain=options.limit, batch_size=options.batch_size)
     df = domain_perplexity(model, tokenizer, cfg, progress=False)
     return pd.DataFrame({"domain": df["domain"], "group": df["domain"], "n": df["tokens"], "score": df["ppl"], "loss": df["loss"]})

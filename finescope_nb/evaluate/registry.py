@@ -29,6 +29,7 @@ class EvalOptions:
     seed: int = 0
     batch_size: int = 8
     max_new_tokens: int = 128
+    split: str = "test"  # the held-out split for the corpus-based metrics (perplexity, cloze)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,8 @@ def check_domains(domains: Sequence[str]) -> tuple[str, ...]:
 
 
 def evaluate(model, tokenizer, metrics: Sequence[str] = ("perplexity", "cloze"), domains: Sequence[str] = DOMAINS,
-             limit: int | None = None, seed: int = 0, batch_size: int = 8, max_new_tokens: int = 128) -> pd.DataFrame:
+             limit: int | None = None, seed: int = 0, batch_size: int = 8, max_new_tokens: int = 128,
+             split: str = "test") -> pd.DataFrame:
     """Every requested metric on the metrics' groups within `domains`, one row per (metric, group).
 
     `limit` caps the items per group (per domain for perplexity and cloze), for fast runs. A
@@ -86,7 +88,7 @@ def evaluate(model, tokenizer, metrics: Sequence[str] = ("perplexity", "cloze"),
         wanted = tuple(d for d in metric.domains if d in domains)
         if not wanted:
             continue
-        df = metric.run(model, tokenizer, EvalOptions(wanted, limit, seed, batch_size, max_new_tokens))
+        df = metric.run(model, tokenizer, EvalOptions(wanted, limit, seed, batch_size, max_new_tokens, split))
         df.insert(0, "metric", name)
         df["chance"] = metric.chance
         df["higher_is_better"] = metric.higher_is_better

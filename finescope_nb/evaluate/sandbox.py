@@ -102,8 +102,9 @@ def reap(program, guard_alive):
     while True:
         pid, status = os.wait()
         if pid == program:
-            with open(os.path.join(state, "program_status"), "w") as f:
+            with open(os.path.join(state, "program_status.tmp"), "w") as f:
                 f.write(str(status))
+            os.replace(os.path.join(state, "program_status.tmp"), os.path.join(state, "program_status"))  # never half-written
             os._exit(0)
 
 
@@ -280,7 +281,11 @@ def _result(verdict: dict | None, seconds: float, stdout: str, stderr: str) -> S
     if verdict["timed_out"]:
         stderr += "\n[killed at the wall-clock limit]"
     elif code < 0:
-        stderr += f"\n[killed by {signal.Signals(-code).name}]"
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:  # a real-time signal has no name
+            name = f"signal {-code}"
+        stderr += f"\n[killed by {name}]"
     return SandboxResult(status == "passed", status, code, seconds, stdout, stderr)
 
 
