@@ -79,6 +79,35 @@ def test_texts_and_stored_codes_give_the_same_scores(setup):
     np.testing.assert_allclose(selector.score(POOL), selector.score(codes), atol=1e-5)
 
 
+def test_pool_encoding_in_shards_resumes_and_equals_one_pass(setup, tmp_path, monkeypatch):
+    import pandas as pd
+
+    import finescope_nb.curate.workspace as workspace
+
+    model, tok, sae, _ = setup
+    pool = pd.DataFrame({"id": [f"d{i}" for i in range(len(POOL))], "text": POOL})
+    whole = encode_corpus(sae, model, tok, POOL, list(pool["id"]), tmp_path / "whole", top_l=16, progress=False)
+    calls, real = [], workspace.encode_corpus
+
+    def dies_on_third_shard(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(workspace, "encode_corpus", dies_on_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        workspace.cached_pool_codes(sae, model, tok, pool, top_l=16, runs_dir=tmp_path, progress=False, shard_docs=7)
+    calls.clear()
+    monkeypatch.setattr(workspace, "encode_corpus", lambda *a, **k: calls.append(1) or real(*a, **k))
+    sharded = workspace.cached_pool_codes(sae, model, tok, pool, top_l=16, runs_dir=tmp_path, progress=False, shard_docs=7)
+    assert len(calls) == -(-len(POOL) // 7) - 2  # the two finished shards were not encoded again
+    assert sharded.doc_ids == whole.doc_ids and sharded.meta["n_docs"] == len(POOL)
+    for pooling in ("mean", "max"):
+        np.testing.assert_allclose(sharded.dense(pooling), whole.dense(pooling), atol=1e-5)
+    assert not list(tmp_path.glob("codes/*.shards"))  # merged and cleaned up
+
+
 def test_sparse_kernel_matches_dense_cosine():
     rng = np.random.default_rng(0)
     dense = rng.random((200, 50)).astype(np.float32) * (rng.random((200, 50)) < 0.2)

@@ -9,6 +9,7 @@ Under FINESCOPE_FAST a balanced sample of the pool keeps each notebook to a minu
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from finescope_nb.corpus import load_pool, load_seeds
 from finescope_nb.curate.sae_selector import default_sae_selector
 from finescope_nb.lm import load_model, load_tokenizer
 from finescope_nb.sae.cache import cached_sae, default_sae_config, latest_sae
-from finescope_nb.sae.codes import PooledCodes, encode_corpus
+from finescope_nb.sae.codes import PooledCodes, encode_corpus, merge_codes
+
+SHARD_DOCS = 2048  # pool encoding is saved every this many documents, so an interrupted run resumes
 
 
 @dataclass
@@ -40,16 +43,29 @@ def pool_sample(per_domain: int | None, seed: int = 0) -> pd.DataFrame:
 
 
 def cached_pool_codes(sae, model, tokenizer, pool: pd.DataFrame, top_l: int = 64, runs_dir: str | Path | None = None,
-                      progress: bool = True) -> PooledCodes:
-    """Pooled codes of `pool` under this SAE, loaded when an earlier run wrote them."""
+                      progress: bool = True, shard_docs: int = SHARD_DOCS) -> PooledCodes:
+    """Pooled codes of `pool` under this SAE, loaded when an earlier run wrote them.
+
+    A large pool is encoded in shards of `shard_docs` documents, each saved as it finishes: an
+    interrupted encoding resumes at the first missing shard, and the shards are merged at the end."""
     digest = hashlib.sha256("\n".join(map(str, pool["id"])).encode())
     digest.update(f"|{top_l}|{sae.config.capture.to_json()}".encode())
     runs = Path(runs_dir) if runs_dir is not None else paths.DEFAULT_RUNS_DIR
     folder = runs / "codes" / f"{sae.model_identity}-{sae.config.config_hash()}-{digest.hexdigest()[:12]}"
     if (folder / "meta.json").is_file():
         return PooledCodes.load(folder)
-    return encode_corpus(sae, model, tokenizer, pool["text"].tolist(), pool["id"].tolist(), folder, top_l=top_l,
-                         progress=progress, total=len(pool))
+    texts, ids = pool["text"].tolist(), [str(i) for i in pool["id"]]
+    shards = folder.with_name(folder.name + ".shards")
+    parts = []
+    for n, start in enumerate(range(0, len(pool), shard_docs)):
+        part = shards / f"{n:05d}"
+        if not (part / "meta.json").is_file():
+            encode_corpus(sae, model, tokenizer, texts[start:start + shard_docs], ids[start:start + shard_docs], part,
+                          top_l=top_l, progress=progress, total=len(texts[start:start + shard_docs]))
+        parts.append(PooledCodes.load(part))
+    codes = merge_codes(parts, folder)
+    shutil.rmtree(shards, ignore_errors=True)
+    return codes
 
 
 def open_workspace(fast: bool, per_domain: int | None = None, top_l: int = 64, progress: bool = True) -> Workspace:

@@ -137,3 +137,22 @@ def encode_corpus(sae: LayerSAE, model, tokenizer, texts: Iterable[str], doc_ids
                 "model_identity": sae.model_identity, "sae_config_hash": sae.config.config_hash()}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
     return PooledCodes.load(out_dir)
+
+
+def merge_codes(parts: list[PooledCodes], out_dir: str | Path) -> PooledCodes:
+    """Concatenate the pooled codes of consecutive shards of one corpus into one folder (atomically)."""
+    if not parts:
+        raise FinescopeError("There are no shards to merge; encode at least one document.")
+    first = parts[0]
+    if any((p.top_l, p.d_sae) != (first.top_l, first.d_sae) for p in parts):
+        raise FinescopeError("The shards were encoded with different SAEs or top_l; encode them again with one SAE.")
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        for p in POOLINGS:
+            np.save(tmp / f"{p}_indices.npy", np.concatenate([part.indices[p] for part in parts]))
+            np.save(tmp / f"{p}_values.npy", np.concatenate([part.values[p] for part in parts]))
+        ids = [i for part in parts for i in part.doc_ids]
+        (tmp / "doc_ids.txt").write_text("".join(i + "\n" for i in ids), encoding="utf-8")
+        (tmp / "meta.json").write_text(json.dumps({**first.meta, "n_docs": len(ids)}, indent=1) + "\n")
+    return PooledCodes.load(out_dir)
+
