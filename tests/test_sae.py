@@ -242,3 +242,33 @@ def test_spilled_training_matches_in_memory(model, tok, tmp_path):
     assert (tmp_path / "acts-layer1.npy").is_file()
     acts = torch.from_numpy(collect_activations(model, tok, HELDOUT, 1, 100, progress=False))
     torch.testing.assert_close(in_memory.encode(acts), spilled.encode(acts))
+
+
+def test_cached_sae_resumes_after_capture_and_after_training(tmp_path, monkeypatch):
+    import finescope_nb.sae.cache as cache
+
+    real_evaluate = cache.evaluate_sae
+    model, tok = tm.llama(), tm.tokenizer()
+    config = SAEConfig(layer=1, d_sae=32, k=4, train_tokens=2048, batch_size=256,
+                       capture=ActivationConfig(max_length=32, batch_size=8))
+    small = dict(heldout_docs=8, heldout_tokens=256, loss_tokens=128, progress=False)
+    straight = cache.cached_sae(model, tok, config, runs_dir=tmp_path / "a", **small)
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cache, "train_sae", dies)  # killed while training: the captured activations stay
+    with pytest.raises(KeyboardInterrupt):
+        cache.cached_sae(model, tok, config, runs_dir=tmp_path / "b", **small)
+    monkeypatch.undo()
+    monkeypatch.setattr(cache, "capture_for_sae", dies)  # so they are not captured again
+    monkeypatch.setattr(cache, "evaluate_sae", dies)  # killed while evaluating: the trained SAE stays
+    with pytest.raises(KeyboardInterrupt):
+        cache.cached_sae(model, tok, config, runs_dir=tmp_path / "b", **small)
+    monkeypatch.setattr(cache, "evaluate_sae", real_evaluate)
+    monkeypatch.setattr(cache, "train_sae", dies)  # so it is not trained again either
+    resumed = cache.cached_sae(model, tok, config, runs_dir=tmp_path / "b", **small)
+    for a, b in zip(resumed.sae.state_dict().values(), straight.sae.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert resumed.metrics == straight.metrics
+    assert not list((tmp_path / "b" / "sae").glob("*.partial"))

@@ -1,14 +1,20 @@
 """Train-or-load for notebooks and later stages: SAEs cached in the runs folder by model and config.
 
 An SAE's folder is runs/sae/<model identity>-<config hash>, so the same model and config always
-find the same SAE, and a notebook reuses what an earlier notebook trained (`latest_sae`).
+find the same SAE, and a notebook reuses what an earlier notebook trained (`latest_sae`). While
+it trains, `<folder>.partial/` keeps the captured activations and then the trained SAE, so an
+interrupted run resumes after the last of those it finished (capture, training, evaluation).
 Training texts come from the pool in a fixed shuffled order; held-out metrics from the
 validation split, which never overlaps the pool.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
+
+import numpy as np
 
 from finescope_nb import paths
 from finescope_nb.activations import ActivationConfig
@@ -18,7 +24,8 @@ from finescope_nb.lm import model_identity
 from finescope_nb.sae.layer_sae import META_FILE, LayerSAE
 from finescope_nb.sae.metrics import evaluate_sae
 from finescope_nb.sae.registry import SAEConfig
-from finescope_nb.sae.train import train_sae
+from finescope_nb.artifacts import write_json_atomic
+from finescope_nb.sae.train import capture_for_sae, train_sae
 
 
 def default_sae_config(fast: bool = False, **overrides) -> SAEConfig:
@@ -51,12 +58,31 @@ def cached_sae(model, tokenizer, config: SAEConfig, runs_dir: str | Path | None 
     folder = sae_dir(model, config, runs_dir)
     if (folder / META_FILE).is_file():
         return LayerSAE.load(folder, model)
+    partial = folder.with_name(folder.name + ".partial")
     docs_needed = config.train_tokens // max(config.capture.max_length // 2, 1) + 1
-    sae = train_sae(model, tokenizer, shuffled_texts("pool", config.seed, docs_needed), config, progress=progress)
+    texts = shuffled_texts("pool", config.seed, docs_needed)
+    if (partial / "trained" / META_FILE).is_file():
+        sae = LayerSAE.load(partial / "trained", model)
+    else:
+        sae = train_sae(model, tokenizer, texts, config, progress=progress,
+                        acts=_captured(model, tokenizer, texts, config, partial, progress))
+        sae.save(partial / "trained")
     sae.metrics.update(evaluate_sae(sae, model, tokenizer, shuffled_texts("validation", 0, heldout_docs),
                                     n_tokens=heldout_tokens, loss_tokens=loss_tokens, progress=progress))
     sae.save(folder)
+    shutil.rmtree(partial, ignore_errors=True)
     return sae
+
+
+def _captured(model, tokenizer, texts, config: SAEConfig, partial: Path, progress: bool) -> np.ndarray:
+    """The training activations: from `partial` if an earlier run finished capturing them, else captured there."""
+    done = partial / "capture.json"
+    if done.is_file():
+        saved = json.loads(done.read_text())
+        return np.load(partial / saved["file"], mmap_mode="r")[: saved["tokens"]]
+    acts = capture_for_sae(model, tokenizer, texts, config, partial, progress)
+    write_json_atomic(done, {"file": Path(acts.filename).name, "tokens": len(acts)})
+    return acts
 
 
 def latest_sae(model, runs_dir: str | Path | None = None) -> LayerSAE | None:

@@ -13,6 +13,7 @@ import os
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -97,18 +98,27 @@ def fit_sae(acts: np.ndarray, config: SAEConfig = SAEConfig(), progress: bool = 
     return _inference_sae(sae), history, stopped
 
 
+def capture_for_sae(model, tokenizer, texts, config: SAEConfig, spill_dir: Path | None = None,
+                    progress: bool = True) -> np.ndarray:
+    """The `config.train_tokens` activations an SAE of `config` trains on (a memory-mapped file under `spill_dir`)."""
+    layer = check_layer(model, default_layer(model) if config.layer is None else config.layer)
+    spill = None if spill_dir is None else os.path.join(spill_dir, f"acts-layer{layer}.npy")
+    return collect_activations(model, tokenizer, texts, layer, config.train_tokens, config.capture, spill, progress)
+
+
 def train_sae(model, tokenizer, texts, config: SAEConfig = SAEConfig(), heldout_texts=None, spill_dir=None,
-              progress: bool = True) -> LayerSAE:
+              progress: bool = True, acts: np.ndarray | None = None) -> LayerSAE:
     """Capture `config.train_tokens` activations of the layer from `texts`, train, and evaluate.
 
     With `heldout_texts`, the returned SAE carries held-out metrics (`finescope_nb.sae.evaluate_sae`).
     With `spill_dir`, training activations go to a memory-mapped file there instead of RAM.
+    `acts`: activations captured earlier from `texts` (see `capture_for_sae`), used instead of capturing.
     """
     layer = check_layer(model, default_layer(model) if config.layer is None else config.layer)
     adapter = get_adapter(model)
     d_model = adapter.hidden_size(model)
-    spill = None if spill_dir is None else os.path.join(spill_dir, f"acts-layer{layer}.npy")
-    acts = collect_activations(model, tokenizer, texts, layer, config.train_tokens, config.capture, spill, progress)
+    if acts is None:
+        acts = capture_for_sae(model, tokenizer, texts, config, None if spill_dir is None else Path(spill_dir), progress)
     if len(acts) < config.batch_size:
         raise FinescopeError(
             f"The texts gave only {len(acts)} tokens, less than one batch of {config.batch_size}; pass more texts or lower batch_size.")
