@@ -26,9 +26,10 @@ EPILOG = textwrap.dedent("""\
     """)
 RUN_EXAMPLES = textwrap.dedent("""\
     examples:
-      finescope run --domain math --run-dir runs/math   # rerun to resume: finished stages are reused
+      finescope run --domain math --run-dir runs/math   # rerun after a stop: it resumes where it was
       finescope run --domain code --ratio 0.4           # prune 40% of the non-embedding parameters
       finescope run --seeds my_seeds.txt                # your own seed examples, one per line
+      finescope run --metrics cloze mmlu gsm8k humaneval --metric-limit 20   # more metrics, 20 items per group
       finescope run --model path/to/local/model --corpus my_corpus.jsonl --domain math
     """)
 TRAIN_BASE_EXAMPLES = textwrap.dedent("""\

@@ -123,6 +123,7 @@ def metrics_table(info: RunInfo) -> pd.DataFrame | None:
     records[keys] = records[keys].astype(object).fillna("")  # pivot_table drops rows whose keys are missing
     wide = records.pivot_table(index=keys, columns="model", values="score", aggfunc="first")
     wide = wide[[m for m in MODELS if m in wide.columns]]
+    wide.columns.name = None  # else the HTML table grows an empty "model" column
     if "chance" in records:
         wide.insert(0, "chance", records.groupby(keys)["chance"].first())
     return wide.reset_index()
