@@ -144,7 +144,7 @@ def main() -> None:
                         "retained": retained(cell["test_loss"], base["test_loss"]), "cloze": cell["cloze"],
                         "test_loss": cell["test_loss"]})
     result = {
-        "domains": args.domains, "ratio": args.ratio, "seeds": args.seeds,
+        "domains": args.domains, "ratio": args.ratio, "seeds": args.seeds, "row_order": rows_wanted,
         "metric": "exp(-test loss): per-token probability on the domain's held-out test documents",
         "chance": 0.0,
         "rows": mean_std(records, "score", ("row", "domain")),

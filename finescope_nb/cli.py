@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics", nargs="+", default=None, metavar="METRIC",
                      help="task metrics beside perplexity (default: cloze); any of perplexity, cloze, mmlu, arc, gsm8k, "
                           "math500, humaneval, mbpp")
-    run.add_argument("--metric-limit", type=int, default=None, help="items per group for those metrics (default: all)")
+    run.add_argument("--metric-limit", type=int, default=None, help="items per group for those metrics (default: 100)")
 
     tb = sub.add_parser(
         "train-base", help="train the embedded tokenizer and tiny Llama from the pool (resumable)",

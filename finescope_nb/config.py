@@ -105,7 +105,7 @@ class EvalConfig(Config):
     max_length: int = 256
     batch_size: int = 8
     metrics: tuple[str, ...] = ("cloze",)  # beside perplexity; any of finescope_nb.evaluate.METRICS
-    metric_limit: int | None = None  # items per group for those metrics; None: all
+    metric_limit: int | None = 100  # items per group for those metrics (sampled by seed); None: all
 
     def __post_init__(self):
         for name, low in (("max_docs_per_domain", 1), ("metric_limit", 1), ("batch_size", 1), ("max_length", 2)):

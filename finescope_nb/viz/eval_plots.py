@@ -31,8 +31,9 @@ def metric_bars(metrics: pd.DataFrame) -> go.Figure:
 def ablation_frame(result: dict, key: str = "retained") -> pd.DataFrame:
     """The ablation results as a long table: row, domain, mean, std (of `key`: "retained", "rows" or "cloze")."""
     table = result["cloze"]["rows"] if key == "cloze" else result[key]
+    order = [r for r in result.get("row_order", []) if r in table] + [r for r in table if r not in result.get("row_order", [])]
     return pd.DataFrame([{"row": row, "domain": d, "mean": v["mean"], "std": v["std"]}
-                         for row, per in table.items() for d, v in per.items()])
+                         for row in order for d, v in table[row].items()])
 
 
 def ablation_bars(result: dict, key: str = "retained") -> go.Figure:
