@@ -115,3 +115,22 @@ def test_unknown_metric_is_refused_before_any_work(tmp_path):
     with pytest.raises(FinescopeError, match="Unknown metric 'bleu'; known metrics are perplexity, "):
         pipeline.run(bad, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_an_evaluation_resumes_after_its_last_finished_metric(tmp_path, monkeypatch):
+    import pandas as pd
+
+    cfg = EvalConfig(domains=("stem",), metrics=("cloze", "mmlu", "gsm8k"))  # gsm8k covers no evaluated domain
+    pd.DataFrame([{"metric": "cloze", "domain": "stem", "group": "stem", "n": 5, "score": 0.6}]).to_csv(
+        tmp_path / "cloze.csv", index=False)  # finished before the interruption
+    computed = []
+
+    def fake(model, tokenizer, names, domains, **kwargs):
+        computed.extend(names)
+        return pd.DataFrame([{"metric": names[0], "domain": "stem", "group": "stem", "n": 5, "score": 0.3}])
+
+    monkeypatch.setattr(pipeline, "evaluate_metrics", fake)
+    frame = pipeline._metric_frames(None, None, cfg, tmp_path)
+    assert computed == ["mmlu"]  # cloze came from its checkpoint, gsm8k was skipped
+    assert frame["metric"].tolist() == ["cloze", "mmlu"] and frame["score"].tolist() == [0.6, 0.3]
+    assert (tmp_path / "mmlu.csv").is_file()
