@@ -34,8 +34,7 @@ from finescope_nb.corpus import check_domain, load_seeds, load_user_corpus, load
 from finescope_nb.curate.workspace import cached_pool_codes, curate_top, pool_sample
 from finescope_nb.distill import prepare, run_arm
 from finescope_nb.evaluate import domain_loss, domain_perplexity, evaluate as evaluate_metrics, heldout_sequences, retained
-from finescope_nb.errors import FinescopeError
-from finescope_nb.evaluate.registry import METRICS, check_metrics
+from finescope_nb.evaluate.registry import covering
 from finescope_nb.lm import load_model, load_tokenizer, model_identity, save_model
 from finescope_nb.paths import DEFAULT_RUNS_DIR
 from finescope_nb.prune import apply_plan, compute_importance, plan_pruning, sample_texts, save_pruned
@@ -91,7 +90,7 @@ def _metric_frames(model, tokenizer, cfg, checkpoints: Path) -> pd.DataFrame:
     """Every task metric of `cfg` that covers one of its domains, each saved to `checkpoints` as it finishes,
     so a rerun skips finished ones."""
     frames = []
-    for name in (m for m in cfg.metrics if set(METRICS[m].domains) & set(cfg.domains)):
+    for name in covering(cfg.metrics, cfg.domains) if cfg.metrics else ():
         done = checkpoints / f"{name}.csv"
         if not done.is_file():
             df = evaluate_metrics(model, tokenizer, [name], cfg.domains, limit=cfg.metric_limit, batch_size=cfg.batch_size,
@@ -108,10 +107,7 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
     config = config or default_config()
     check_domain(config.domain)
     if config.eval.metrics:
-        check_metrics(list(config.eval.metrics))
-        if not any(set(METRICS[m].domains) & set(config.eval.domains) for m in config.eval.metrics):
-            raise FinescopeError(f"None of the metrics {', '.join(config.eval.metrics)} covers the evaluated domains "
-                                 f"{', '.join(config.eval.domains)}; add a domain they cover or choose other metrics.")
+        covering(config.eval.metrics, config.eval.domains)  # unknown or useless metrics fail before any work
     run_dir = Path(run_dir) if run_dir else DEFAULT_RUNS_DIR / f"{config.domain}-{config.config_hash(8)}"
     folder = RunFolder(run_dir, config)
     finished: dict[str, str] = {}

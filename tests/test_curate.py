@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import tiny_models as tm
+from interrupts import Calls, Interrupt
 from finescope_nb.curate import (DenseSelector, HashedNgramSelector, RandomSelector, SAESelector, SparseCodes, auroc,
                                  default_sae_selector, dense_embeddings, evaluate_selectors, export_selection, feature_enrichment,
                                  load_curated, precision_at_m, recall_at_m, sae_codes, summarize)
@@ -87,21 +88,13 @@ def test_pool_encoding_in_shards_resumes_and_equals_one_pass(setup, tmp_path, mo
     model, tok, sae, _ = setup
     pool = pd.DataFrame({"id": [f"d{i}" for i in range(len(POOL))], "text": POOL})
     whole = encode_corpus(sae, model, tok, POOL, list(pool["id"]), tmp_path / "whole", top_l=16, progress=False)
-    calls, real = [], workspace.encode_corpus
-
-    def dies_on_third_shard(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(workspace, "encode_corpus", dies_on_third_shard)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(workspace, "encode_corpus", Calls(encode_corpus, fail_on=3))  # dies in the third shard
+    with pytest.raises(Interrupt):
         workspace.cached_pool_codes(sae, model, tok, pool, top_l=16, runs_dir=tmp_path, progress=False, shard_docs=7)
-    calls.clear()
-    monkeypatch.setattr(workspace, "encode_corpus", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = Calls(encode_corpus)
+    monkeypatch.setattr(workspace, "encode_corpus", calls)
     sharded = workspace.cached_pool_codes(sae, model, tok, pool, top_l=16, runs_dir=tmp_path, progress=False, shard_docs=7)
-    assert len(calls) == -(-len(POOL) // 7) - 2  # the two finished shards were not encoded again
+    assert calls.count == -(-len(POOL) // 7) - 2  # the two finished shards were not encoded again
     assert sharded.doc_ids == whole.doc_ids and sharded.meta["n_docs"] == len(POOL)
     for pooling in ("mean", "max"):
         np.testing.assert_allclose(sharded.dense(pooling), whole.dense(pooling), atol=1e-5)

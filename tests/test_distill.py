@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import tiny_models as tm
+from interrupts import Calls, Interrupt
 from finescope_nb.distill import (Example, FinetuneConfig, agreement, check_same_tokenizer, collate, encode_pairs,
                                   filter_responses, final_answer, finetune, keep_rate_curve, lora_targets, prepare, run_arm,
                                   split_examples, word_f1)
@@ -152,10 +153,6 @@ def test_distribution_matching_pulls_the_student_toward_the_teacher(tok):
         FinetuneConfig(kd_weight=1.5)
 
 
-class Interrupt(Exception):
-    pass
-
-
 @pytest.mark.parametrize("arch,method", [("llama", "lora"), ("gpt2", "full")])  # GPT-2 trains with dropout on
 def test_training_interrupted_mid_run_resumes_to_the_same_weights(arch, method, tok, tmp_path):
     prompts, responses = [t[:20] for t in TEXTS], TEXTS[::-1]
@@ -188,22 +185,15 @@ def test_teacher_resumes_after_the_last_saved_chunk(tok, tmp_path, monkeypatch):
     teacher = tm.make_model("llama")
     examples = split_examples([{"text": t} for t in TEXTS * 3], tok, max_prompt_tokens=6, max_response_tokens=5)
     full = regenerate(teacher, tok, examples, max_new_tokens=4, batch_size=2, progress=False)
-    calls, real = [], teacher_mod.continue_texts
-
-    def failing_second_chunk(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise Interrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(teacher_mod, "continue_texts", failing_second_chunk)
+    real = teacher_mod.continue_texts
+    monkeypatch.setattr(teacher_mod, "continue_texts", Calls(real, fail_on=2))  # dies in the second chunk
     ckpt = tmp_path / "teacher.json"
     with pytest.raises(Interrupt):
         regenerate(teacher, tok, examples, max_new_tokens=4, batch_size=2, progress=False, checkpoint=ckpt)
-    calls.clear()
-    monkeypatch.setattr(teacher_mod, "continue_texts", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = Calls(real)
+    monkeypatch.setattr(teacher_mod, "continue_texts", calls)
     assert regenerate(teacher, tok, examples, max_new_tokens=4, batch_size=2, progress=False, checkpoint=ckpt) == full
-    assert len(calls) == -(-len(examples) // 8) - 1  # every chunk but the first, which was saved
+    assert calls.count == -(-len(examples) // 8) - 1  # every chunk but the first, which was saved
 
 
 def test_prepare_and_arms_on_a_tiny_teacher(tok):

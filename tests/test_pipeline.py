@@ -2,6 +2,8 @@ import json
 
 import pytest
 
+from interrupts import Calls, Interrupt
+
 from finescope_nb import paths, pipeline
 from finescope_nb.config import CurationConfig, EvalConfig, FinetuneConfig, PruneConfig, RunConfig
 from finescope_nb.errors import FinescopeError
@@ -67,10 +69,6 @@ def test_fast_mode_shrinks_eval(monkeypatch):
     assert pipeline.default_config().eval.max_docs_per_domain == 200
 
 
-class Interrupt(Exception):
-    pass
-
-
 def test_a_run_killed_inside_pruning_or_recovery_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     import finescope_nb.distill.teacher as teacher
 
@@ -87,25 +85,19 @@ def test_a_run_killed_inside_pruning_or_recovery_resumes_from_its_last_checkpoin
     monkeypatch.setattr(paths, "DEFAULT_RUNS_DIR", tmp_path / "runs")
     monkeypatch.setattr(pipeline, "compute_importance", dies)  # the saved scores are used, not recomputed
 
-    calls, real_loss = [], pipeline.domain_loss
-
-    def dies_at_step_4(*args, **kwargs):  # recovery evaluates at steps 0, 2, 4: die on the third
-        calls.append(1)
-        if len(calls) == 3:
-            raise Interrupt
-        return real_loss(*args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "domain_loss", dies_at_step_4)
+    real_loss = pipeline.domain_loss
+    monkeypatch.setattr(pipeline, "domain_loss", Calls(real_loss, fail_on=3))  # recovery evaluates at steps 0, 2, 4
     with pytest.raises(Interrupt):
         pipeline.run(SMALL, tmp_path / "run", progress=False)
     progress = json.loads((tmp_path / "run" / "progress.json").read_text())["stages"]
     assert set(progress) == {"eval-base", "curate", "prune"}  # recovery did not finish
     assert list((tmp_path / "run" / "checkpoints").glob("recover-*/finetune.pt"))
 
-    calls.clear()
+    calls = Calls(real_loss)
+    monkeypatch.setattr(pipeline, "domain_loss", calls)
     monkeypatch.setattr(teacher, "continue_texts", lambda *a, **k: pytest.fail("the teacher ran again"))
     resumed = pipeline.run(SMALL, tmp_path / "run", progress=False)
-    assert len(calls) == 1  # only the evaluation at step 4: steps 1-2 came from the checkpoint
+    assert calls.count == 1  # only the evaluation at step 4: steps 1-2 came from the checkpoint
     assert resumed.table.round(6).equals(straight.table.round(6))
     assert not list((tmp_path / "run" / "checkpoints").glob("*/*"))  # finished stages clear their checkpoints
 

@@ -70,6 +70,15 @@ def check_domains(domains: Sequence[str]) -> tuple[str, ...]:
     return _check_names(domains, DOMAINS, "domain")
 
 
+def covering(metrics: Sequence[str], domains: Sequence[str]) -> list[str]:
+    """The metrics (checked names) that speak to at least one of `domains`; refuses when none does."""
+    names = [m for m in check_metrics(metrics) if set(METRICS[m].domains) & set(domains)]
+    if not names:
+        raise FinescopeError(f"None of the metrics {', '.join(metrics)} covers the domains {', '.join(domains)}; "
+                             "see METRICS[name].domains for which domains each one speaks to.")
+    return names
+
+
 def evaluate(model, tokenizer, metrics: Sequence[str] = ("perplexity", "cloze"), domains: Sequence[str] = DOMAINS,
              limit: int | None = None, seed: int = 0, batch_size: int = 8, max_new_tokens: int = 128,
              split: str = "test") -> pd.DataFrame:
@@ -83,19 +92,14 @@ def evaluate(model, tokenizer, metrics: Sequence[str] = ("perplexity", "cloze"),
     if limit is not None and limit < 1:
         raise FinescopeError(f"limit={limit} leaves nothing to evaluate; pass a positive item count or None for all items.")
     frames = []
-    for name in names:
+    for name in covering(names, domains):
         metric = METRICS[name]
         wanted = tuple(d for d in metric.domains if d in domains)
-        if not wanted:
-            continue
         df = metric.run(model, tokenizer, EvalOptions(wanted, limit, seed, batch_size, max_new_tokens, split))
         df.insert(0, "metric", name)
         df["chance"] = metric.chance
         df["higher_is_better"] = metric.higher_is_better
         frames.append(df)
-    if not frames:
-        raise FinescopeError(f"None of the metrics {', '.join(names)} covers the domains {', '.join(domains)}; "
-                             "see METRICS[name].domains for which domains each one speaks to.")
     out = pd.concat(frames, ignore_index=True)
     return out[list(COLUMNS) + [c for c in out.columns if c not in COLUMNS]]
 
