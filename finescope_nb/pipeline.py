@@ -31,8 +31,10 @@ from finescope_nb.adapters import get_adapter
 from finescope_nb.artifacts import PROGRESS_FILE, RunFolder, atomic_path, stage_key, write_json_atomic
 from finescope_nb.config import RunConfig
 from finescope_nb.corpus import check_domain, load_seeds, load_user_corpus, load_user_seeds
+from finescope_nb.device import resolve_device, resolve_dtype
 from finescope_nb.curate.workspace import cached_pool_codes, curate_top, pool_sample
 from finescope_nb.distill import prepare, run_arm
+from finescope_nb.distill.teacher import check_mode
 from finescope_nb.evaluate import domain_loss, domain_perplexity, evaluate as evaluate_metrics, heldout_sequences, retained
 from finescope_nb.evaluate.registry import covering
 from finescope_nb.lm import load_model, load_tokenizer, model_identity, save_model
@@ -101,11 +103,17 @@ def _metric_frames(model, tokenizer, cfg, checkpoints: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def run(config: RunConfig | None = None, run_dir: str | Path | None = None, progress: bool = True) -> RunResult:
-    """Run every stage on `config`, reusing cached stage results (and mid-stage checkpoints) in `run_dir`."""
+def run(config: RunConfig | None = None, run_dir: str | Path | None = None, progress: bool = True, device: str = "auto",
+        dtype: str = "float32") -> RunResult:
+    """Run every stage on `config`, reusing cached stage results (and mid-stage checkpoints) in `run_dir`.
+
+    `device` ("auto": CUDA when there is a GPU, else the CPU) and `dtype` ("bfloat16" on CUDA only) say
+    where and in what precision every stage computes; they are not part of the cache keys."""
     t0 = time.perf_counter()
     config = config or default_config()
     check_domain(config.domain)
+    where = resolve_device(device)
+    precision = resolve_dtype(dtype, where)
     if config.eval.metrics:
         covering(config.eval.metrics, config.eval.domains)  # unknown or useless metrics fail before any work
     run_dir = Path(run_dir) if run_dir else DEFAULT_RUNS_DIR / f"{config.domain}-{config.config_hash(8)}"
@@ -122,7 +130,9 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
         return result
 
     pool = _pool(config)
-    model, tokenizer = load_model(config.model.path), load_tokenizer(config.model.path)
+    tokenizer = load_tokenizer(config.model.path)
+    check_mode(config.finetune.teacher_mode, tokenizer)  # a rewrite needs a chat template: known before any work
+    model = load_model(config.model.path, dtype=precision, device=where)
     model_key = model_identity(model)
     # the embedded held-out splits (also for a user's corpus), tokenised only if some evaluation is not cached
     sequences = functools.cache(lambda: heldout_sequences(tokenizer, config.eval))
@@ -177,13 +187,13 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
 
     pruned = stage("prune", prune_key, prune_stage,
                    save=lambda result, d: save_pruned(result[0], tokenizer, d / "model", result[1], config.prune),
-                   load=lambda d: (load_model(d / "model"), None))[0]
+                   load=lambda d: (load_model(d / "model", dtype=precision, device=where), None))[0]
 
     val_config = config.eval.replace(split="validation", domains=(config.domain,), metrics=(), metric_limit=None)
     recover_key = stage_key(config.finetune, prune_key, val_config.config_hash())  # validation picks kept weights
 
     def recover(ckpt: Path):
-        data = prepare(model, tokenizer, curated, None, config.domain, seed=config.seed, progress=progress,
+        data = prepare(model, tokenizer, curated, None, config.domain, seed=config.seed, progress=progress, mode=config.finetune.teacher_mode,
                        checkpoint=ckpt / "teacher.json")
         val = heldout_sequences(tokenizer, val_config)[config.domain]
         student, history = run_arm(pruned, tokenizer, data, "self_distill", config.finetune,
@@ -198,7 +208,7 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
         write_json_atomic(d / "recovery.json", {"keep_rate": keep_rate})
 
     recovered = stage("recover", recover_key, recover, save=save_recovered,
-                      load=lambda d: (load_model(d / "model"), pd.read_csv(d / "history.csv"),
+                      load=lambda d: (load_model(d / "model", dtype=precision, device=where), pd.read_csv(d / "history.csv"),
                                       json.loads((d / "recovery.json").read_text())["keep_rate"]))[0]
 
     pruned_ppl, pruned_metrics = evaluate("pruned", stage_key(config.eval, prune_key), lambda: pruned)

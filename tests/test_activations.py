@@ -46,14 +46,15 @@ def test_early_exit_equals_full_forward_hidden_states(make, bos):
 
 
 @pytest.mark.parametrize("bos", [True, False])
-def test_bos_and_padding_are_skipped(bos):
+def test_bos_first_position_and_padding_are_skipped(bos):
+    """The first position is the attention sink: with a BOS that token is dropped, without one the first word."""
     model, tok = tm.llama(), tm.tokenizer(bos=bos)
     assert (tok("the a")["input_ids"][0] == tok.bos_token_id) is bos
     batches = list(capture(model, tok, TEXTS, 0, ActivationConfig(batch_size=3), progress=False))
     n_tokens = sum(len(b.token_ids) for b in batches)
-    assert n_tokens == sum(len(t.split()) for t in TEXTS)
+    assert n_tokens == sum(len(t.split()) - (0 if bos else 1) for t in TEXTS)
     first = batches[0]
-    assert int(first.position[first.doc_index == 0].min()) == (1 if bos else 0)
+    assert int(first.position[first.doc_index == 0].min()) == 1
     assert not (torch.cat([b.token_ids for b in batches]) == tok.pad_token_id).any()
 
 

@@ -249,3 +249,48 @@ def test_unknown_method_and_arm(tok):
     with pytest.raises(FinescopeError) as excinfo:
         run_arm(tm.make_model("llama"), tok, data, "kd", FinetuneConfig())
     assert_one_sentence(excinfo, "kd", "self_distill")
+
+
+CHAT = "{% for m in messages %}<|endoftext|> {{ m['role'] }} {{ m['content'] }} {% endfor %}{% if add_generation_prompt %}assistant{% endif %}"
+
+
+def test_rewrite_mode_needs_a_chat_template(tok):
+    from finescope_nb.distill.teacher import check_mode
+
+    with pytest.raises(FinescopeError) as excinfo:
+        check_mode("rewrite", tok)
+    assert_one_sentence(excinfo, "chat template", "teacher_mode='continue'")
+    with pytest.raises(FinescopeError) as excinfo:
+        FinetuneConfig(teacher_mode="paraphrase")
+    assert_one_sentence(excinfo, "continue, rewrite")
+
+
+def test_chat_prompts_keep_the_order_and_skip_the_added_special_tokens(monkeypatch):
+    import copy
+
+    import finescope_nb.distill.teacher as teacher_mod
+    from finescope_nb.distill.teacher import teacher_prompts
+
+    chat_tok = copy.deepcopy(tm.tokenizer())
+    chat_tok.chat_template = CHAT
+    teacher = tm.make_model("llama")
+    examples = [Example("what is the time", "it was", structured=i % 2 == 0) for i in range(5)]
+    prompts, formatted = teacher_prompts(chat_tok, examples, "continue")
+    assert formatted == [True, False, True, False, True] and prompts[1] == "what is the time"
+    assert prompts[0].endswith("assistant") and "user what is the time" in prompts[0]
+    seen = []
+    real = teacher_mod.continue_texts
+
+    def spy(model, tokenizer, texts, **kw):
+        seen.append((list(texts), kw["add_special_tokens"]))
+        return real(model, tokenizer, texts, **kw)
+
+    monkeypatch.setattr(teacher_mod, "continue_texts", spy)
+    out = regenerate(teacher, chat_tok, examples, max_new_tokens=3, batch_size=2, progress=False)
+    assert seen == [(prompts[1::2], True), (prompts[0::2], False)]  # chat prompts already carry their special tokens
+    from finescope_nb.generate import continue_texts
+
+    assert out[1] == continue_texts(teacher, chat_tok, [prompts[1]], max_new_tokens=3)[0]
+    assert out[0] == continue_texts(teacher, chat_tok, [prompts[0]], max_new_tokens=3, add_special_tokens=False)[0]
+    rewrite, flags = teacher_prompts(chat_tok, examples[:1], "rewrite")
+    assert flags == [True] and "Continuation:\nit was" in rewrite[0] and "Rewrite the continuation" in rewrite[0]

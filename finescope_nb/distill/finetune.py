@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from finescope_nb.adapters import get_adapter
 from finescope_nb.artifacts import atomic_path
 from finescope_nb.config import FinetuneConfig
+from finescope_nb.device import model_device
 from finescope_nb.errors import FinescopeError
 
 def encode_pairs(tokenizer, prompts: Sequence[str], responses: Sequence[str], max_length: int) -> list[tuple[list[int], int]]:
@@ -96,6 +97,7 @@ def _loss(student, teacher, batch: dict[str, torch.Tensor], kd_weight: float) ->
     The teacher's full next-token distribution says more per token than the one token it wrote;
     benchmarks/ablation_benchmark.py measures what that is worth against text-only recovery.
     """
+    batch = {name: t.to(model_device(student)) for name, t in batch.items()}
     out = student(**batch, use_cache=False)
     if kd_weight == 0:
         return out.loss

@@ -64,14 +64,19 @@ class RecoveryData:
 
 def prepare(teacher, tokenizer, curated, random_records, domain: str, threshold: float = DEFAULT_THRESHOLD,
             max_prompt_tokens: int = 64, max_response_tokens: int = 64, do_sample: bool = False, temperature: float = 0.8,
-            seed: int = 0, batch_size: int = 16, progress: bool = True, checkpoint: str | Path | None = None) -> RecoveryData:
+            seed: int = 0, batch_size: int = 16, progress: bool = True, checkpoint: str | Path | None = None,
+            mode: str = "continue") -> RecoveryData:
     """Split the curated set, regenerate its responses with the teacher, filter; split the random sample too
     (`random_records=None` when the `random` arm will not run).
 
-    `checkpoint`: a file where the teacher's finished responses are kept, so an interrupted run resumes."""
+    `checkpoint`: a file where the teacher's finished responses are kept, so an interrupted run resumes.
+    `mode`: how the teacher writes them, `continue` or `rewrite` (see `distill.teacher`)."""
     examples = split_examples(curated, tokenizer, max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens)
-    regenerated = regenerate(teacher, tokenizer, examples, max_new_tokens=max_response_tokens, do_sample=do_sample,
-                             temperature=temperature, seed=seed, batch_size=batch_size, progress=progress, checkpoint=checkpoint)
+    # a restatement may run a little longer than what it restates
+    new_tokens = max_response_tokens if mode == "continue" else max_response_tokens + max_response_tokens // 2
+    regenerated = regenerate(teacher, tokenizer, examples, max_new_tokens=new_tokens, do_sample=do_sample,
+                             temperature=temperature, seed=seed, batch_size=batch_size, progress=progress, checkpoint=checkpoint,
+                             mode=mode)
     responses, kept, scores = filter_responses(examples, regenerated, domain, threshold)
     random_examples = [] if random_records is None else split_examples(
         random_records, tokenizer, max_prompt_tokens=max_prompt_tokens, max_response_tokens=max_response_tokens)

