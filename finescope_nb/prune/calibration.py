@@ -101,6 +101,7 @@ def collect(model, tokenizer, texts, modules: list[str], needs, *, memory: str =
             for name, m in targets.items():
                 for pname, p in m.named_parameters(recurse=False):
                     p.requires_grad_(True)
+                    p.grad = None  # a gradient left from earlier would be added to the first batch's
                     if bounded:
                         handles.append(p.register_post_accumulate_grad_hook(partial(_fold_and_free, stats, name, pname, folded)))
         batches = tokenize_batches(tokenizer, texts, batch_size, context_length(model, max_length))
