@@ -21,7 +21,7 @@ from torch.utils.checkpoint import checkpoint
 
 from finescope_nb.adapters import get_adapter
 
-LOSS_CHUNK_ELEMENTS = 1 << 22  # logits per loss slice (16 MiB in float32): 512 positions of an 8k vocabulary
+LOSS_CHUNK_ELEMENTS = 1 << 20  # logits per loss slice (4 MiB in float32): 128 positions of an 8k vocabulary, 21 of 49k
 
 
 def chunked_lm_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
