@@ -132,6 +132,12 @@ def _relative_difference(a: dict, b: dict) -> float:
     return worst
 
 
+def _shown(path) -> str:
+    """The model path as recorded: relative to the repository when inside it."""
+    path = Path(path).resolve() if Path(path).exists() else Path(path)
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def model_sizes(path, batch: int, length: int) -> dict:
     """What the default pass must hold at most, for reading the measurements: logits, gradients, activations' scale."""
     model = load_model(path)
@@ -173,7 +179,7 @@ def memory(args) -> dict:
     ratios = {f"{a}/{c}": runs[f"{a}/{c}/bounded"]["importance_mb"] / runs[f"{a}/{c}/default"]["importance_mb"] for a, c in keys}
     differences = {f"{a}/{c}": _relative_difference(scores[a, c, "default"], scores[a, c, "bounded"]) for a, c in keys}
     return {
-        "model": str(args.model), "batch": f"{args.batch_size} x {args.max_length} tokens", "batches": args.batches,
+        "model": _shown(args.model), "batch": f"{args.batch_size} x {args.max_length} tokens", "batches": args.batches,
         "threads": args.threads, "allocators": {a: env or "unchanged" for a, env in ALLOCATORS.items()},
         "sizes": model_sizes(args.model, args.batch_size, args.max_length), "runs": runs,
         "bounded_over_default": ratios, "max_relative_score_difference": differences,
@@ -230,7 +236,7 @@ def per_batch(args) -> dict:
         })
         print({k: round(v, 4) if isinstance(v, float) else v for k, v in rows[-1].items()}, flush=True)
     table = pd.DataFrame(rows)
-    return {"model": str(args.model), "domain": args.domain, "ratio": args.ratio, "calibration_docs": args.calibration_docs,
+    return {"model": _shown(args.model), "domain": args.domain, "ratio": args.ratio, "calibration_docs": args.calibration_docs,
             "eval": eval_config.to_dict(), "ppl_unpruned": base, "seeds": rows,
             "mean": {k: float(v) for k, v in table.drop(columns="seed").mean().items()},
             "note": "removed_units_shared is |removed by both| / |removed by either| (Jaccard) at the given ratio"}
