@@ -11,6 +11,7 @@ import os
 import sys
 import textwrap
 
+from finescope_nb.config import IMPORTANCE_MEMORY
 from finescope_nb.errors import FinescopeError
 from finescope_nb.models.registry import NAMED_MODELS
 
@@ -79,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--corpus", default=None, help="JSONL/CSV/parquet/datasets folder with a 'text' column")
     run.add_argument("--run-dir", default=None, help="run folder (default: runs/<domain>-<config hash>)")
     run.add_argument("--ratio", type=float, default=None, help="share of non-embedding parameters to prune (default: 0.3)")
+    run.add_argument("--importance-memory", choices=IMPORTANCE_MEMORY, default=None,
+                     help="bounded: pruning importance with each gradient folded as it is produced, checkpointed blocks "
+                          "and a chunked loss, for models whose plain backward does not fit (same scores; default: default)")
     run.add_argument("--seeds", default=None, help="a text file of your own seed examples, one per line (default: 10 held-out seeds)")
     run.add_argument("--seed", type=int, default=0, help="one seed for every stage: seed draw, calibration sample, "
                                                             "fine-tuning order (default: 0)")
@@ -135,6 +139,8 @@ def _cmd_run(args) -> None:
                       finetune=cfg.finetune.replace(seed=args.seed))  # one seed for every stage
     if args.ratio is not None:
         cfg = cfg.replace(prune=cfg.prune.replace(ratio=args.ratio))
+    if args.importance_memory is not None:
+        cfg = cfg.replace(prune=cfg.prune.replace(memory=args.importance_memory))
     if args.seeds is not None:
         cfg = cfg.replace(curation=cfg.curation.replace(seeds_path=args.seeds))
     if args.metrics is not None:

@@ -148,7 +148,8 @@ class CurationConfig(Config):
     seed: int = 0
 
 
-PRUNE_CRITERIA = ("taylor", "taylor2", "magnitude", "activation", "random")  # prune.importance.CRITERIA, by name
+PRUNE_CRITERIA = ("taylor", "taylor2", "taylor_per_batch", "magnitude", "activation", "random")  # prune.importance.CRITERIA, by name
+IMPORTANCE_MEMORY = ("default", "bounded")
 SCOPES = ("per_layer", "global", "uniform")
 HEAD_UNITS = ("group", "query")
 
@@ -167,7 +168,11 @@ class PruneConfig(Config):
     `from_pretrained`. `head_unit`: "group" removes a KV head with its query heads, "query" removes
     the same number of query heads from every KV group and keeps the KV heads. `num_heads`
     (uniform scope only) fixes the query heads each prunable block keeps; the rest of the ratio
-    then comes from MLP channels.
+    then comes from MLP channels. `memory`: "bounded" gathers the same importance sums while keeping
+    only those sums, one block's activations and one slice of logits alive (each gradient folded and
+    freed as it is produced, blocks checkpointed, the loss computed in slices; see
+    prune.calibration), at the cost of a second forward of every block; "default" is the plain pass.
+    `criterion="taylor_per_batch"` is the first-order Taylor estimate whose state is one number per unit.
     """
 
     ratio: float = 0.3
@@ -183,6 +188,7 @@ class PruneConfig(Config):
     max_length: int = 256
     batch_size: int = 8
     seed: int = 0
+    memory: str = "default"
 
     def __post_init__(self):
         if not isinstance(self.ratio, (int, float)) or not 0 <= self.ratio < 1:
@@ -193,6 +199,8 @@ class PruneConfig(Config):
             raise FinescopeError(f"Unknown pruning scope {self.scope!r}; choose one of {', '.join(SCOPES)}.")
         if self.head_unit not in HEAD_UNITS:
             raise FinescopeError(f"head_unit must be one of {', '.join(HEAD_UNITS)}, got {self.head_unit!r}.")
+        if self.memory not in IMPORTANCE_MEMORY:
+            raise FinescopeError(f"Unknown importance memory mode {self.memory!r}; choose one of {', '.join(IMPORTANCE_MEMORY)}.")
         if self.num_heads is not None and self.scope != "uniform":
             raise FinescopeError(f"num_heads={self.num_heads} needs scope='uniform' (the same head count in every block), got scope={self.scope!r}.")
         if not (self.prune_attention or self.prune_mlp):

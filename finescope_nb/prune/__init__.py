@@ -2,7 +2,8 @@
 
     from finescope_nb.prune import PruneConfig, compute_importance, plan_pruning, apply_plan
 
-`PruneConfig` lives with the other stage configs in `finescope_nb.config`; `calibration` the pass that gathers gradients and input norms,
+`PruneConfig` lives with the other stage configs in `finescope_nb.config`; `calibration` the pass that gathers gradients and input norms
+(in default or bounded memory, the latter with `bounded`'s block checkpointing and sliced loss),
 `importance` the criteria (one class each behind `Importance`), `plan` the choice of units for a
 parameter budget, `surgery` the removal itself. `prune` chains them; `save_pruned` writes a model
 that `finescope_nb.load_model` (and, for uniform shapes, stock `from_pretrained`) reads back.

@@ -1,16 +1,28 @@
 """One pass over a calibration text list, collecting what the importance criteria need.
 
-Gradients of the language-model loss (summed over batches, and their per-batch squares for the
-Fisher approximation) and the squared norm of every projection's input features (for the
-activation-aware criterion) are gathered only for the projections of the prunable blocks, so a
-large model does not keep gradients for its embeddings. The model's flags (training mode,
-requires_grad) are restored afterwards.
+Gradients of the language-model loss (summed over batches, their per-batch squares for the
+Fisher approximation, or the per-batch first-order Taylor scores reduced per feature) and the
+squared norm of every projection's input features (for the activation-aware criterion) are
+gathered only for the projections of the prunable blocks, so a large model does not keep
+gradients for its embeddings. The model's flags (training mode, requires_grad) are restored
+afterwards.
+
+Two memory modes give the same sums. "default" runs the model's own forward and loss and folds
+each batch's gradients once its backward has ended, summing squares for every gradient
+criterion. "bounded" folds each projection's gradient into the sums the criterion reads the
+moment autograd produces it and frees it (a post-accumulate-grad hook per parameter), checkpoints
+the blocks and computes the loss in slices of positions (`prune.bounded`), so what stays alive is
+the sums themselves plus one block's activations and one slice of logits. The sums are all the
+state there is: scores are formed from them at the end, so sums from several processes can be
+added before scoring.
 """
 
 from __future__ import annotations
 
 import random
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from tqdm.auto import tqdm
@@ -18,6 +30,11 @@ from tqdm.auto import tqdm
 from finescope_nb.activations import context_length, tokenize_batches
 from finescope_nb.adapters import get_adapter
 from finescope_nb.errors import FinescopeError
+from finescope_nb.prune.bounded import checkpointed_blocks, chunked_lm_loss
+
+
+GRADIENT_STATISTICS = ("grad", "grad_sq", "batch_taylor")
+STATISTICS = GRADIENT_STATISTICS + ("input_sq",)  # what a criterion may ask `collect` for
 
 
 @dataclass
@@ -26,6 +43,8 @@ class CalibrationStats:
 
     grad: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # {module: {"weight"|"bias": sum of grads}}
     grad_sq: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # sum over batches of squared grads
+    # sum over batches of |w * g|, per feature: {module: {"weight.0": summed over dim 1, "weight.1": over dim 0, "bias": ...}}
+    batch_taylor: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     input_sq: dict[str, torch.Tensor] = field(default_factory=dict)  # {module: sum over tokens of x_j^2}
     batches: int = 0
     tokens: int = 0
@@ -47,17 +66,25 @@ def sample_texts(texts, n: int, seed: int) -> list[str]:
     return random.Random(seed).sample(texts, min(n, len(texts)))
 
 
-def collect(model, tokenizer, texts, modules: list[str], *, gradients: bool, inputs: bool, batch_size: int = 8,
+def collect(model, tokenizer, texts, modules: list[str], needs, *, memory: str = "default", batch_size: int = 8,
             max_length: int = 256, progress: bool = True) -> CalibrationStats:
-    """Run the calibration texts through `model`, summing gradients and/or input norms of `modules`."""
+    """Run the calibration texts through `model`, summing the statistics in `needs` (names from
+    STATISTICS) for `modules`, in the given memory mode ("default" or "bounded")."""
     texts = check_texts(texts)
-    root = get_adapter(model).root(model)
+    needs = set(needs)
+    gradients = bool(needs & set(GRADIENT_STATISTICS))
+    bounded = memory == "bounded"
+    folded = needs if bounded or not gradients else needs | {"grad", "grad_sq"}
+    adapter = get_adapter(model)
+    root = adapter.root(model)
     targets = {name: root.get_submodule(name) for name in modules}
     stats = CalibrationStats()
-    current: dict[str, torch.Tensor] = {}
+    current: dict = {}
 
     def input_hook(name):
         def hook(module, args):
+            if current["backward"]:
+                return  # a checkpointed block recomputing its forward: its inputs were counted already
             x = args[0].detach().float() * current["mask"].unsqueeze(-1)
             squares = x.pow(2).sum(dim=tuple(range(x.dim() - 1)))
             stats.input_sq[name] = stats.input_sq.get(name, 0) + squares
@@ -65,29 +92,40 @@ def collect(model, tokenizer, texts, modules: list[str], *, gradients: bool, inp
 
     was_training = root.training
     flags = {p: p.requires_grad for p in root.parameters()}
-    handles = [m.register_forward_pre_hook(input_hook(n)) for n, m in targets.items()] if inputs else []
+    handles = [m.register_forward_pre_hook(input_hook(n)) for n, m in targets.items()] if "input_sq" in needs else []
     try:
         root.eval()
         for p in root.parameters():
             p.requires_grad_(False)
         if gradients:
-            for m in targets.values():
-                for p in m.parameters():
+            for name, m in targets.items():
+                for pname, p in m.named_parameters(recurse=False):
                     p.requires_grad_(True)
+                    p.grad = None  # a gradient left from earlier would be added to the first batch's
+                    if bounded:
+                        handles.append(p.register_post_accumulate_grad_hook(partial(_fold_and_free, stats, name, pname, folded)))
         batches = tokenize_batches(tokenizer, texts, batch_size, context_length(model, max_length))
-        for batch in tqdm(batches, total=-(-len(texts) // batch_size), desc="calibration", unit="batch", disable=not progress):
-            mask = batch.attention_mask
-            if int(mask[:, 1:].sum()) == 0:
-                continue  # single-token texts predict nothing
-            current["mask"] = mask.float()
-            labels = batch.input_ids.masked_fill(mask == 0, -100)
-            with torch.set_grad_enabled(gradients):
-                out = model(input_ids=batch.input_ids, attention_mask=mask, labels=labels if gradients else None, use_cache=False)
-            if gradients:
-                out.loss.backward()
-                _accumulate_grads(targets, stats)
-            stats.batches += 1
-            stats.tokens += int(mask.sum())
+        with checkpointed_blocks(model) if gradients and bounded else nullcontext():
+            for batch in tqdm(batches, total=-(-len(texts) // batch_size), desc="calibration", unit="batch", disable=not progress):
+                mask = batch.attention_mask
+                if int(mask[:, 1:].sum()) == 0:
+                    continue  # single-token texts predict nothing
+                current.update(mask=mask.float(), backward=False)
+                labels = batch.input_ids.masked_fill(mask == 0, -100)
+                if gradients:
+                    if bounded:
+                        loss = chunked_lm_loss(model, batch.input_ids, mask, labels)
+                    else:
+                        loss = model(input_ids=batch.input_ids, attention_mask=mask, labels=labels, use_cache=False).loss
+                    current["backward"] = True
+                    loss.backward()
+                    if not bounded:
+                        _fold_batch(targets, stats, folded)
+                else:
+                    with torch.no_grad():  # bounded: the blocks alone, no logits at all
+                        (adapter.base_model(model) if bounded else model)(input_ids=batch.input_ids, attention_mask=mask, use_cache=False)
+                stats.batches += 1
+                stats.tokens += int(mask.sum())
     finally:
         for handle in handles:
             handle.remove()
@@ -100,13 +138,37 @@ def collect(model, tokenizer, texts, modules: list[str], *, gradients: bool, inp
     return stats
 
 
-def _accumulate_grads(targets: dict, stats: CalibrationStats) -> None:
+def _fold_batch(targets: dict, stats: CalibrationStats, needs: set[str]) -> None:
+    """Default mode: fold every target's gradient after the batch's backward, then free it."""
     for name, module in targets.items():
-        sums, squares = stats.grad.setdefault(name, {}), stats.grad_sq.setdefault(name, {})
         for pname, p in module.named_parameters(recurse=False):
-            if p.grad is None:
-                continue
-            g = p.grad.detach().float()
-            sums[pname] = sums.get(pname, 0) + g
-            squares[pname] = squares.get(pname, 0) + g * g
-            p.grad = None
+            if p.grad is not None:
+                _fold(stats, name, pname, p, p.grad, needs)
+                p.grad = None
+
+
+def _fold_and_free(stats: CalibrationStats, name: str, pname: str, needs: set[str], param: torch.Tensor) -> None:
+    """Bounded mode, a post-accumulate-grad hook: fold this parameter's gradient the moment it is complete."""
+    _fold(stats, name, pname, param, param.grad, needs)
+    param.grad = None
+
+
+def _fold(stats: CalibrationStats, name: str, pname: str, param: torch.Tensor, grad: torch.Tensor, needs: set[str]) -> None:
+    """Add one batch's gradient of one parameter to the sums in `needs` (the sums may take over `grad`'s storage)."""
+    g = grad.detach().float()
+    if "grad" in needs:
+        _add(stats.grad.setdefault(name, {}), pname, g)
+    if "grad_sq" in needs:
+        _add(stats.grad_sq.setdefault(name, {}), pname, g * g)
+    if "batch_taylor" in needs:
+        taylor = (param.detach().float() * g).abs()
+        parts = {f"{pname}.0": taylor.sum(1), f"{pname}.1": taylor.sum(0)} if taylor.dim() == 2 else {pname: taylor}
+        for key, value in parts.items():
+            _add(stats.batch_taylor.setdefault(name, {}), key, value)
+
+
+def _add(sums: dict[str, torch.Tensor], key: str, value: torch.Tensor) -> None:
+    if key in sums:
+        sums[key].add_(value)
+    else:
+        sums[key] = value

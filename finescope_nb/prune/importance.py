@@ -6,6 +6,9 @@ holds them, found through the adapter's `unit_owners`. Summing per element and t
 what makes heads and channels comparable: both are estimates of what removing those weights
 costs (Taylor) or of how much signal they carry (magnitude, activation-aware), so dividing by
 a unit's parameter count gives importance per parameter for ranking across unit kinds.
+
+A criterion names the calibration sums it reads (`needs`, from `calibration.STATISTICS`), so the
+calibration pass gathers nothing else; scores are formed from those sums only at the end.
 """
 
 from __future__ import annotations
@@ -25,12 +28,20 @@ class Importance:
     """A pruning criterion: per-element scores of one projection from calibration statistics."""
 
     name = ""
-    needs_gradients = False
-    needs_inputs = False
+    needs: frozenset[str] = frozenset()  # calibration sums the scores are formed from
 
     def element_scores(self, name: str, module, stats: CalibrationStats) -> dict[str, torch.Tensor]:
         """{"weight": scores shaped like the weight, "bias": scores shaped like the bias (optional)}."""
         raise NotImplementedError
+
+    def feature_scores(self, name: str, module, dim: int, with_bias: bool, stats: CalibrationStats) -> torch.Tensor:
+        """One score per index of the weight's dimension `dim`: element scores summed over the other
+        dimension, plus the bias's where the features are outputs (`with_bias`)."""
+        scores = self.element_scores(name, module, stats)
+        per_feature = scores["weight"].float().sum(dim=1 - dim)
+        if with_bias and scores.get("bias") is not None:
+            per_feature = per_feature + scores["bias"].float()
+        return per_feature
 
     def unit_scores(self, model, layer: int, kind: str, stats: CalibrationStats, generator: torch.Generator) -> torch.Tensor:
         """One score per unit of `kind` in block `layer`: element scores summed over each unit's features."""
@@ -38,12 +49,8 @@ class Importance:
         root = adapter.root(model)
         total = None
         for name, (side, owner) in adapter.unit_owners(model, layer, kind).items():
-            module = root.get_submodule(name)
-            scores = self.element_scores(name, module, stats)
             feature_dim = (0 if side == "out" else 1) ^ int(adapter.conv1d)
-            per_feature = scores["weight"].float().sum(dim=1 - feature_dim)
-            if side == "out" and scores.get("bias") is not None:
-                per_feature = per_feature + scores["bias"].float()
+            per_feature = self.feature_scores(name, root.get_submodule(name), feature_dim, side == "out", stats)
             units = torch.zeros(int(owner.max()) + 1).index_add_(0, owner, per_feature)
             total = units if total is None else total + units
         return total
@@ -53,7 +60,7 @@ class Taylor(Importance):
     """First-order Taylor |w * dL/dw|: the loss change of zeroing a weight, to first order (LLM-Pruner's default)."""
 
     name = "taylor"
-    needs_gradients = True
+    needs = frozenset({"grad"})
 
     def element_scores(self, name, module, stats):
         return {p: (w.detach().float() * stats.grad[name][p]).abs() for p, w in module.named_parameters(recurse=False)}
@@ -63,7 +70,7 @@ class SecondOrderTaylor(Importance):
     """|w*g - 0.5*w^2*F|: Taylor with the diagonal Hessian approximated by the Fisher, F = sum of squared batch gradients."""
 
     name = "taylor2"
-    needs_gradients = True
+    needs = frozenset({"grad", "grad_sq"})
 
     def element_scores(self, name, module, stats):
         out = {}
@@ -71,6 +78,24 @@ class SecondOrderTaylor(Importance):
             w = w.detach().float()
             out[p] = (w * stats.grad[name][p] - 0.5 * w * w * stats.grad_sq[name][p]).abs()
         return out
+
+
+class TaylorPerBatch(Importance):
+    """Sum over calibration batches of |w * g_b|: first-order Taylor scored batch by batch.
+
+    The gradient of each batch is folded into one number per feature (|w * g| summed over the
+    other dimension) as soon as it exists, so the state is per unit rather than per weight, which
+    is what lets a large model be scored in bounded memory. It is not the same estimate as `taylor`,
+    |w * sum_b g_b|: gradients that change sign between batches cancel there and add up here.
+    """
+
+    name = "taylor_per_batch"
+    needs = frozenset({"batch_taylor"})
+
+    def feature_scores(self, name, module, dim, with_bias, stats):
+        sums = stats.batch_taylor[name]
+        per_feature = sums[f"weight.{dim}"]
+        return per_feature + sums["bias"] if with_bias and "bias" in sums else per_feature
 
 
 class Magnitude(Importance):
@@ -86,7 +111,7 @@ class ActivationAware(Importance):
     """Wanda-style |W_ij| * ||X_j||: a weight matters as much as the inputs it multiplies are large."""
 
     name = "activation"
-    needs_inputs = True
+    needs = frozenset({"input_sq"})
 
     def element_scores(self, name, module, stats):
         norms = stats.input_sq[name].sqrt()
@@ -111,7 +136,7 @@ class RandomImportance(Importance):
         return torch.rand(int(owners.max()) + 1, generator=generator) * unit_cost(model, layer, kind)
 
 
-CRITERIA: dict[str, type[Importance]] = {c.name: c for c in (Taylor, SecondOrderTaylor, Magnitude, ActivationAware, RandomImportance)}
+CRITERIA: dict[str, type[Importance]] = {c.name: c for c in (Taylor, SecondOrderTaylor, TaylorPerBatch, Magnitude, ActivationAware, RandomImportance)}
 
 
 @dataclass
@@ -132,9 +157,9 @@ def compute_importance(model, tokenizer, texts, config: PruneConfig = PruneConfi
     layers = config.layer_range(adapter.num_layers(model))
     texts = check_texts(texts)[: config.calibration_docs]
     stats = CalibrationStats()
-    if criterion.needs_gradients or criterion.needs_inputs:
+    if criterion.needs:
         modules = [name for i in layers for name in adapter.projection_names(model, i)]
-        stats = collect(model, tokenizer, texts, modules, gradients=criterion.needs_gradients, inputs=criterion.needs_inputs,
+        stats = collect(model, tokenizer, texts, modules, criterion.needs, memory=config.memory,
                         batch_size=config.batch_size, max_length=config.max_length, progress=progress)
     generator = torch.Generator().manual_seed(config.seed)
     with torch.no_grad():
