@@ -124,7 +124,7 @@ def test_cli_run_passes_the_memory_mode_to_the_prune_config(monkeypatch, tmp_pat
 
     seen = []
 
-    def stop(cfg, run_dir):
+    def stop(cfg, run_dir, **options):
         seen.append(cfg)
         raise FinescopeError("Stopped before any work.")
 

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from finescope_nb.activations import context_length, tokenize_batches
 from finescope_nb.adapters import get_adapter
+from finescope_nb.device import model_device
 from finescope_nb.errors import FinescopeError
 from finescope_nb.prune.bounded import checkpointed_blocks, chunked_lm_loss
 
@@ -78,6 +79,7 @@ def collect(model, tokenizer, texts, modules: list[str], needs, *, memory: str =
     adapter = get_adapter(model)
     root = adapter.root(model)
     targets = {name: root.get_submodule(name) for name in modules}
+    device = model_device(model)
     stats = CalibrationStats()
     current: dict = {}
 
@@ -107,23 +109,23 @@ def collect(model, tokenizer, texts, modules: list[str], needs, *, memory: str =
         batches = tokenize_batches(tokenizer, texts, batch_size, context_length(model, max_length))
         with checkpointed_blocks(model) if gradients and bounded else nullcontext():
             for batch in tqdm(batches, total=-(-len(texts) // batch_size), desc="calibration", unit="batch", disable=not progress):
-                mask = batch.attention_mask
-                if int(mask[:, 1:].sum()) == 0:
+                if int(batch.attention_mask[:, 1:].sum()) == 0:
                     continue  # single-token texts predict nothing
+                ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
                 current.update(mask=mask.float(), backward=False)
-                labels = batch.input_ids.masked_fill(mask == 0, -100)
+                labels = ids.masked_fill(mask == 0, -100)
                 if gradients:
                     if bounded:
-                        loss = chunked_lm_loss(model, batch.input_ids, mask, labels)
+                        loss = chunked_lm_loss(model, ids, mask, labels)
                     else:
-                        loss = model(input_ids=batch.input_ids, attention_mask=mask, labels=labels, use_cache=False).loss
+                        loss = model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
                     current["backward"] = True
                     loss.backward()
                     if not bounded:
                         _fold_batch(targets, stats, folded)
                 else:
                     with torch.no_grad():  # bounded: the blocks alone, no logits at all
-                        (adapter.base_model(model) if bounded else model)(input_ids=batch.input_ids, attention_mask=mask, use_cache=False)
+                        (adapter.base_model(model) if bounded else model)(input_ids=ids, attention_mask=mask, use_cache=False)
                 stats.batches += 1
                 stats.tokens += int(mask.sum())
     finally:

@@ -51,7 +51,7 @@ class Importance:
         for name, (side, owner) in adapter.unit_owners(model, layer, kind).items():
             feature_dim = (0 if side == "out" else 1) ^ int(adapter.conv1d)
             per_feature = self.feature_scores(name, root.get_submodule(name), feature_dim, side == "out", stats)
-            units = torch.zeros(int(owner.max()) + 1).index_add_(0, owner, per_feature)
+            units = torch.zeros(int(owner.max()) + 1).index_add_(0, owner, per_feature.cpu())  # scores live on the CPU
             total = units if total is None else total + units
         return total
 
