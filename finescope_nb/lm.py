@@ -34,6 +34,7 @@ __all__ = [
     "layer_shapes",
     "load_model",
     "load_tokenizer",
+    "model_folder",
     "model_identity",
     "run_until_layer",
     "save_model",
@@ -100,6 +101,11 @@ def _resolve(path_or_id) -> Path:
                 "Hugging Face cache, and the kit cannot download it (offline); pass a named model or a local model folder."
             ) from exc
     raise FinescopeError(f"Model path {str(path)!r} does not exist; pass an existing folder written by save_pretrained.")
+
+
+def model_folder(path_or_id=None) -> Path:
+    """The local folder a model name, path or cached hub id resolves to (see `load_model`)."""
+    return _resolve(path_or_id)
 
 
 def _read_config(folder: Path):

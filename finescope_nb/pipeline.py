@@ -37,7 +37,9 @@ from finescope_nb.distill import prepare, run_arm
 from finescope_nb.distill.teacher import check_mode
 from finescope_nb.evaluate import domain_loss, domain_perplexity, evaluate as evaluate_metrics, heldout_sequences, retained
 from finescope_nb.evaluate.registry import covering
-from finescope_nb.lm import load_model, load_tokenizer, model_identity, save_model
+from finescope_nb.lm import load_model, load_tokenizer, model_folder, model_identity, save_model
+from finescope_nb.models.card import carry_provenance, read_provenance
+from finescope_nb.models.registry import named_defaults
 from finescope_nb.paths import DEFAULT_RUNS_DIR
 from finescope_nb.prune import apply_plan, compute_importance, plan_pruning, sample_texts, save_pruned
 from finescope_nb.prune.importance import ImportanceScores
@@ -50,8 +52,11 @@ def fast_mode() -> bool:
 
 
 def default_config(domain: str = "math", **overrides) -> RunConfig:
-    """The kit's defaults for a domain (the full-size ones, or the FINESCOPE_FAST ones)."""
+    """The kit's defaults for a domain (the full-size ones, or the FINESCOPE_FAST ones), with the registry's
+    measured stage defaults when `model` names a named model (`ModelConfig(path="smollm2-135m")`)."""
     cfg = RunConfig(domain=domain, **overrides)
+    for stage, fields in named_defaults(cfg.model.path, "run").items():
+        cfg = cfg.replace(**{stage: getattr(cfg, stage).replace(**fields)})
     if fast_mode():
         cfg = cfg.replace(eval=cfg.eval.replace(max_docs_per_domain=24, metric_limit=24), curation=cfg.curation.replace(m=60),
                           prune=cfg.prune.replace(calibration_docs=16, max_length=128),
@@ -133,6 +138,7 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
     tokenizer = load_tokenizer(config.model.path)
     check_mode(config.finetune.teacher_mode, tokenizer)  # a rewrite needs a chat template: known before any work
     model = load_model(config.model.path, dtype=precision, device=where)
+    provenance = read_provenance(model_folder(config.model.path))  # a named model's origin and licence, for derived cards
     model_key = model_identity(model)
     # the embedded held-out splits (also for a user's corpus), tokenised only if some evaluation is not cached
     sequences = functools.cache(lambda: heldout_sequences(tokenizer, config.eval))
@@ -156,7 +162,7 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
     base_ppl, base_metrics = evaluate("base", stage_key(config.eval, model_key), lambda: model)
 
     # the SAE's held-out card is measured on fewer tokens than the SAE benchmark uses, to keep `make demo` short
-    sae = cached_sae(model, tokenizer, default_sae_config(fast=fast_mode()), progress=progress,
+    sae = cached_sae(model, tokenizer, default_sae_config(fast=fast_mode(), model=config.model.path), progress=progress,
                      **(dict(heldout_docs=60, heldout_tokens=4_000, loss_tokens=2_000) if fast_mode()
                         else dict(heldout_docs=500, heldout_tokens=50_000, loss_tokens=20_000)))
     seeds = _seeds(config)
@@ -185,8 +191,13 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
         plan = plan_pruning(model, scores, config.prune)
         return apply_plan(model, plan), plan
 
-    pruned = stage("prune", prune_key, prune_stage,
-                   save=lambda result, d: save_pruned(result[0], tokenizer, d / "model", result[1], config.prune),
+    def save_pruned_stage(result, d: Path) -> None:
+        save_pruned(result[0], tokenizer, d / "model", result[1], config.prune)
+        carry_provenance(provenance, d / "model", f"Pruned by finescope-nb for the {config.domain} domain: "
+                         f"{result[1].removed_fraction:.1%} of the non-embedding parameters removed ({config.prune.criterion} "
+                         f"importance on the curated set, {config.prune.scope} scope), not fine-tuned.")
+
+    pruned = stage("prune", prune_key, prune_stage, save=save_pruned_stage,
                    load=lambda d: (load_model(d / "model", dtype=precision, device=where), None))[0]
 
     val_config = config.eval.replace(split="validation", domains=(config.domain,), metrics=(), metric_limit=None)
@@ -204,6 +215,10 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
     def save_recovered(result, d: Path) -> None:
         student, history, keep_rate = result
         save_model(student, tokenizer, d / "model")
+        carry_provenance(provenance, d / "model", f"Pruned by finescope-nb for the {config.domain} domain "
+                         f"({config.prune.ratio:.0%} of the non-embedding parameters) and recovered by self-data "
+                         f"distillation ({config.finetune.method}, {config.finetune.steps} steps, teacher mode "
+                         f"{config.finetune.teacher_mode}).")
         _save_frame(history, d, "history.csv")
         write_json_atomic(d / "recovery.json", {"keep_rate": keep_rate})
 

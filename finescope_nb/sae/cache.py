@@ -21,6 +21,7 @@ from finescope_nb.activations import ActivationConfig
 from finescope_nb.corpus import load_pool, load_split
 from finescope_nb.errors import FinescopeError
 from finescope_nb.lm import model_identity
+from finescope_nb.models.registry import named_defaults
 from finescope_nb.sae.layer_sae import META_FILE, LayerSAE
 from finescope_nb.sae.metrics import evaluate_sae
 from finescope_nb.sae.registry import SAEConfig
@@ -28,13 +29,19 @@ from finescope_nb.artifacts import write_json_atomic
 from finescope_nb.sae.train import capture_for_sae, train_sae
 
 
-def default_sae_config(fast: bool = False, **overrides) -> SAEConfig:
-    """The kit's default SAE, or a small one that trains in seconds for FINESCOPE_FAST runs."""
+def default_sae_config(fast: bool = False, model=None, **overrides) -> SAEConfig:
+    """The kit's default SAE, or a small one that trains in seconds for FINESCOPE_FAST runs.
+
+    For a named model (`model`, e.g. "smollm2-135m") the registry's measured defaults apply; in fast
+    mode only its layer does, so the small SAE still trains in seconds."""
+    named = named_defaults(model, "sae")
     if fast:
         base = SAEConfig(d_sae=512, k=16, train_tokens=40_960, batch_size=512, dead_feature_window=10, lr=1e-3,
-                         capture=ActivationConfig(max_length=64, batch_size=16))
+                         capture=ActivationConfig(max_length=64, batch_size=16), layer=named.get("layer"))
     else:
-        base = SAEConfig()
+        if "capture" in named:
+            named["capture"] = ActivationConfig(**named["capture"])
+        base = SAEConfig(**named)
     return base.replace(**overrides)
 
 
