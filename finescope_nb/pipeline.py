@@ -51,6 +51,12 @@ def fast_mode() -> bool:
     return os.environ.get("FINESCOPE_FAST", "") not in ("", "0")
 
 
+def notebook_model() -> str | None:
+    """The model the notebooks use: FINESCOPE_MODEL (a named model such as smollm2-135m, or a model folder),
+    else None, the embedded tiny Llama (what CI runs)."""
+    return os.environ.get("FINESCOPE_MODEL") or None
+
+
 def default_config(domain: str = "math", **overrides) -> RunConfig:
     """The kit's defaults for a domain (the full-size ones, or the FINESCOPE_FAST ones), with the registry's
     measured stage defaults when `model` names a named model (`ModelConfig(path="smollm2-135m")`)."""

@@ -154,3 +154,13 @@ def test_retained_for_accuracy_counts_only_skill_above_chance():
     assert table.loc["cloze", "retained"] == pytest.approx(0.75) and table.loc["cloze", "above_chance"]
     assert not table.loc["mmlu", "above_chance"] and np.isnan(table.loc["mmlu", "retained"])  # 0.30 is within noise of 0.25 on 40 items
     assert not table.loc["gsm8k", "above_chance"]
+
+
+def test_unigram_counts_of_a_pretrained_models_tokenizer_count_text_tokens_only():
+    import tiny_models as tm
+    from finescope_nb.evaluate import unigram_counts
+
+    tok = tm.tokenizer(bos=True)  # prepends a BOS, which the counts must leave out
+    counts = unigram_counts(tok, ["the a the", "of the", ""])
+    ids = tok.convert_tokens_to_ids
+    assert counts == {ids("the"): 3, ids("a"): 1, ids("of"): 1}

@@ -7,9 +7,9 @@ and returns one DataFrame. Importing the metric modules registers them, in this 
 from finescope_nb.evaluate.registry import (METRICS, EvalOptions, Metric, evaluate, register, retained_accuracy,
                                             retained_table)
 from finescope_nb.evaluate.perplexity import (domain_loss, domain_perplexity, heldout_sequences, retained, token_nll,
-                                              tokenize_texts, unigram_nll, unigram_perplexity)
+                                              tokenize_texts, unigram_counts, unigram_nll, unigram_perplexity)
 from finescope_nb.evaluate import cloze, choice_tasks, generation, code_tasks  # noqa: F401  (registers their metrics)
 
 __all__ = ["METRICS", "EvalOptions", "Metric", "evaluate", "register", "retained", "retained_accuracy", "retained_table",
-           "domain_loss", "domain_perplexity", "heldout_sequences", "token_nll", "tokenize_texts", "unigram_nll",
+           "domain_loss", "domain_perplexity", "heldout_sequences", "token_nll", "tokenize_texts", "unigram_counts", "unigram_nll",
            "unigram_perplexity"]

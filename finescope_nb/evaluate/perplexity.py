@@ -56,6 +56,14 @@ def token_nll(model, sequences: Sequence[Sequence[int]], batch_size: int = 8,
     return total, count
 
 
+def unigram_counts(tokenizer, texts: Sequence[str]) -> dict[int, int]:
+    """How often each token id occurs in `texts` (no special tokens): the unigram baseline's statistics for a
+    model that, unlike the embedded one, did not record them from its own training stream."""
+    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    counts = np.bincount(np.concatenate([np.asarray(x, dtype=np.int64) for x in ids if x]), minlength=len(tokenizer))
+    return {i: int(c) for i, c in enumerate(counts) if c}
+
+
 def unigram_nll(counts: Mapping[int, int], vocab_size: int, sequences: Sequence[Sequence[int]]) -> tuple[float, int]:
     """Summed NLL of the same scored tokens under add-one-smoothed unigram frequencies."""
     total = sum(counts.values()) + vocab_size
