@@ -189,6 +189,9 @@ class PruneConfig(Config):
     batch_size: int = 8
     seed: int = 0
     memory: str = "default"
+    # round each pruned block's kept MLP channels to a multiple of this (matrix kernels run fastest on
+    # round widths); rounding wins over the exact ratio, and the plan reports the share really removed
+    channel_multiple: int = 1
 
     def __post_init__(self):
         if not isinstance(self.ratio, (int, float)) or not 0 <= self.ratio < 1:
@@ -205,7 +208,7 @@ class PruneConfig(Config):
             raise FinescopeError(f"num_heads={self.num_heads} needs scope='uniform' (the same head count in every block), got scope={self.scope!r}.")
         if not (self.prune_attention or self.prune_mlp):
             raise FinescopeError("prune_attention and prune_mlp are both False, so nothing can be pruned; enable at least one.")
-        for name in ("calibration_docs", "max_length", "batch_size"):
+        for name in ("calibration_docs", "max_length", "batch_size", "channel_multiple"):
             if getattr(self, name) < 1:
                 raise FinescopeError(f"{name} must be at least 1, got {getattr(self, name)}.")
 

@@ -293,3 +293,20 @@ def test_ratio_picker_replans_in_place(tok):
     assert picker.plan.params_after < first and f"{picker.plan.params_after:,}" in picker.readout.value
     assert list(picker.figure.data[1].y) == picker.plan.layer_params_after
     assert picker.set_ratio(0.79) is None and "lower the ratio" in picker.readout.value
+
+
+@pytest.mark.parametrize("scope", ["per_layer", "global"])
+def test_kept_channels_rounded_to_a_multiple_and_the_removed_share_reported(scope, tok):
+    model = tm.make_model("llama")
+    exact = prune(model, tok, TEXTS, PruneConfig(ratio=0.4, scope=scope, criterion="magnitude", **ALL_LAYERS), progress=False)[1]
+    pruned, plan, scores = prune(model, tok, TEXTS, PruneConfig(ratio=0.4, scope=scope, criterion="magnitude", channel_multiple=16,
+                                                                 **ALL_LAYERS), progress=False)
+    kept = [s["intermediate_size"] for s in plan.shapes_after]
+    assert all(k % 16 == 0 and k >= 16 for k in kept) and kept != [s["intermediate_size"] for s in exact.shapes_after]
+    assert get_adapter(model).non_embedding_parameters(pruned) == plan.params_after  # the share reported is the real one
+    assert abs(plan.removed_fraction - 0.4) < 0.1
+    for i, channels in plan.keep_channels.items():  # the kept ones are still the most important of their block
+        assert float(scores.channels[i][channels].min()) >= float(scores.channels[i].sort(descending=True).values[len(channels) - 1])
+    torch.testing.assert_close(logits(pruned, tok), masked_logits(model, tok, plan), rtol=1e-4, atol=1e-5)
+    with pytest.raises(FinescopeError, match="channel_multiple must be at least 1"):
+        PruneConfig(channel_multiple=0)

@@ -200,6 +200,8 @@ def plan_pruning(model, scores: ImportanceScores, config: PruneConfig = PruneCon
     for i in layers:
         gone_heads = {m for u in removed if u.layer == i and u.kind == "head" for m in u.members}
         gone_channels = {m for u in removed if u.layer == i and u.kind == "channel" for m in u.members}
+        if gone_channels and config.channel_multiple > 1:
+            gone_channels = _round_kept(scores.channels[i], gone_channels, config.channel_multiple)
         n_heads_units = shapes[i]["num_kv_heads"] if config.head_unit == "group" else shapes[i]["num_heads"]
         keep_heads[i] = [h for h in range(n_heads_units) if h not in gone_heads]
         keep_channels[i] = [c for c in range(shapes[i]["intermediate_size"]) if c not in gone_channels]
@@ -209,6 +211,17 @@ def plan_pruning(model, scores: ImportanceScores, config: PruneConfig = PruneCon
         else:
             after_shapes[i].update(num_heads=len(keep_heads[i]))
         after_shapes[i]["intermediate_size"] = len(keep_channels[i])
-        after_params[i] -= sum(u.cost for u in removed if u.layer == i)
+        after_params[i] -= sum(u.cost for u in removed if u.layer == i and u.kind == "head")
+        after_params[i] -= len(gone_channels) * unit_cost(model, i, "mlp")
     return PrunePlan(config.head_unit, keep_heads, keep_channels, shapes, after_shapes, before,
-                     before - sum(u.cost for u in removed), layer_params, after_params)
+                     before - sum(a - b for a, b in zip(layer_params, after_params)), layer_params, after_params)
+
+
+def _round_kept(scores: torch.Tensor, gone: set[int], multiple: int) -> set[int]:
+    """The removed channels after rounding the kept count to the nearest multiple (at least one multiple, at
+    most every channel): the most important removed channels come back, or the least important kept ones go."""
+    size = len(scores)
+    kept = size - len(gone)
+    target = min(size, max(multiple, round(kept / multiple) * multiple))
+    order = sorted(range(size), key=lambda c: (-float(scores[c]), c))  # most important first
+    return set(order[target:])
