@@ -272,3 +272,21 @@ def test_cached_sae_resumes_after_capture_and_after_training(tmp_path, monkeypat
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert resumed.metrics == straight.metrics
     assert not list((tmp_path / "b" / "sae").glob("*.partial"))
+
+
+def test_decoder_bias_starting_at_the_mean_learns_offset_activations_in_few_steps():
+    """A pretrained residual has a large constant offset; from zeros, a short run spends itself on it."""
+    rng = np.random.default_rng(0)
+    dirs = rng.normal(size=(64, 32))
+    codes = rng.random((4096, 64)) * (rng.random((4096, 64)) < 0.05)
+    acts = (codes @ dirs + 40.0 * np.eye(32)[0] + 25.0 * np.eye(32)[1]).astype(np.float32)  # two big, steady coordinates
+    config = SAEConfig(d_sae=128, k=4, train_tokens=4096, batch_size=256, lr=1e-3)
+    scores = {}
+    for init in ("zeros", "mean"):
+        sae, _, _ = fit_sae(acts, config.replace(decoder_bias_init=init), progress=False)
+        x = torch.from_numpy(acts)
+        err = (sae.decode(sae.encode(x)) - x).pow(2).sum()
+        scores[init] = 1 - float(err / (x - x.mean(0)).pow(2).sum())
+    assert scores["zeros"] < 0 < scores["mean"], scores  # from zeros the reconstruction is worse than the mean itself
+    with pytest.raises(FinescopeError, match="decoder_bias_init"):
+        SAEConfig(decoder_bias_init="median")

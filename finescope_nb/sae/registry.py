@@ -26,6 +26,7 @@ from finescope_nb.errors import FinescopeError
 
 SELECTORS = ("jacobian", "random", "magnitude", "variance")
 NORMALIZATIONS = ("none", "expected_average_only_in")
+DECODER_BIAS_INITS = ("zeros", "mean")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,10 @@ class SAEConfig(Config):
     decay_fraction: float = 0.2
     dead_feature_window: int = 50
     normalize_activations: str = "expected_average_only_in"
+    # "mean" starts the decoder bias (which apply_b_dec_to_input subtracts before encoding) at the activations'
+    # mean: a pretrained model's residual has a few large, nearly constant coordinates (SmolLM2: two of ~70 in a
+    # norm of ~140), and from zeros the features spend the first steps, or a short run, reconstructing that offset
+    decoder_bias_init: str = "zeros"
     selection: str | None = None
     n_coordinates: int = 128
     jvp_probes: int = 4
@@ -65,6 +70,8 @@ class SAEConfig(Config):
             raise FinescopeError(f"Unknown SAE architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}.")
         if self.selection is not None and self.selection not in SELECTORS:
             raise FinescopeError(f"Unknown coordinate selector {self.selection!r}; choose one of {', '.join(SELECTORS)} or None.")
+        if self.decoder_bias_init not in DECODER_BIAS_INITS:
+            raise FinescopeError(f"decoder_bias_init must be one of {', '.join(DECODER_BIAS_INITS)}, got {self.decoder_bias_init!r}.")
         if self.normalize_activations not in NORMALIZATIONS:
             raise FinescopeError(f"normalize_activations must be one of {', '.join(NORMALIZATIONS)}, got {self.normalize_activations!r}.")
         for name in ("d_sae", "train_tokens", "batch_size", "dead_feature_window", "n_coordinates", "jvp_probes", "reference_docs"):

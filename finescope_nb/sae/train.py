@@ -64,11 +64,16 @@ def fit_sae(acts: np.ndarray, config: SAEConfig = SAEConfig(), progress: bool = 
     trainer_cfg = _trainer_config(config, config.train_tokens)
     batches = shuffled_batches(acts, config.batch_size, config.seed)
     trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=batches)
+    sample = np.asarray(acts[:: max(1, len(acts) // 50_000)], dtype=np.float64)
+    scale = 1.0
     if config.normalize_activations == "expected_average_only_in":
         # sae-lens's convention (scale so the mean norm is sqrt(d_in)), estimated on a sample of the
         # array directly rather than by its estimator, which draws batches with its own progress bar
-        sample = np.asarray(acts[:: max(1, len(acts) // 50_000)], dtype=np.float64)
-        trainer.activation_scaler.scaling_factor = float(sae.cfg.d_in ** 0.5 / np.linalg.norm(sample, axis=1).mean())
+        scale = float(sae.cfg.d_in ** 0.5 / np.linalg.norm(sample, axis=1).mean())
+        trainer.activation_scaler.scaling_factor = scale
+    if config.decoder_bias_init == "mean":  # in the scaled space the SAE trains in
+        with torch.no_grad():
+            sae.b_dec.copy_(torch.from_numpy(sample.mean(0) * scale).to(sae.b_dec.dtype))
     steps = trainer_cfg.total_training_steps
     every = max(1, steps // HISTORY_POINTS)
     history, stopped, start = [], None, time.perf_counter()
