@@ -106,6 +106,7 @@ class EvalConfig(Config):
     batch_size: int = 8
     metrics: tuple[str, ...] = ("cloze",)  # beside perplexity; any of finescope_nb.evaluate.METRICS
     metric_limit: int | None = 100  # items per group for those metrics (sampled by seed); None: all
+    heldout: str | None = None  # a user's held-out file of the target domain (measured instead of the embedded split)
 
     def __post_init__(self):
         for name, low in (("max_docs_per_domain", 1), ("metric_limit", 1), ("batch_size", 1), ("max_length", 2)):
@@ -145,6 +146,7 @@ class CurationConfig(Config):
     m: int = 500
     n_seeds: int = 10
     seeds_path: str | None = None
+    sae_mix: float = 0.0  # with a user corpus: share of the SAE's training documents drawn from the embedded pool
     seed: int = 0
 
 
