@@ -142,6 +142,13 @@ def load_user_corpus(path: str | Path, what: str = "Corpus") -> datasets.Dataset
     return _check_user_corpus(ds, p, what)
 
 
+def user_pool(path: str | Path) -> pd.DataFrame:
+    """A user's corpus as the DataFrame the stages take: `id` (as text), `text` and its other columns."""
+    df = load_user_corpus(path).to_pandas()
+    df["id"] = df["id"].astype(str)
+    return df
+
+
 def _blank(path: Path, chunk: int = 1 << 16) -> bool:
     """True when a file holds nothing but whitespace (read until the first other byte)."""
     with open(path, "rb") as f:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from finescope_nb.config import RunConfig
-from finescope_nb.corpus import POOL_DOMAINS, load_seeds, load_user_corpus, load_user_seeds
+from finescope_nb.corpus import POOL_DOMAINS, load_seeds, load_user_corpus, load_user_seeds, user_pool
 from finescope_nb.curate.workspace import pool_sample
 from finescope_nb.errors import FinescopeError
 from finescope_nb.evaluate.cloze import CONTEXT_TOKENS, CONTINUATION_TOKENS, N_OPTIONS
@@ -86,9 +86,7 @@ def check_domain_name(domain: str, corpus: str | None, seeds: str | None, heldou
 def read_pool(corpus: str | None, per_domain: int | None, seed: int = 0) -> pd.DataFrame:
     """The user's corpus (ids as strings), or the embedded pool, `per_domain` documents per domain (None: all)."""
     if corpus:
-        df = load_user_corpus(corpus).to_pandas()
-        df["id"] = df["id"].astype(str)
-        return df
+        return user_pool(corpus)
     return pool_sample(per_domain, seed=seed)
 
 

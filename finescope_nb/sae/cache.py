@@ -77,9 +77,9 @@ def corpus_sae_texts(corpus: Sequence[str], config: SAEConfig, mix: float = 0.0,
                      max_heldout: int = 2000) -> SAETexts:
     """A shuffled sample of the user's corpus for the SAE's token budget, a held-out slice of it for its card.
 
-    `mix` is the share of training documents drawn from the embedded pool instead. A corpus smaller
-    than the budget is cycled (read again in the same order), so the SAE sees the same number of
-    tokens as the default one."""
+    `mix` is the share of training documents drawn from the embedded pool instead. A corpus with
+    fewer tokens than the budget is not read twice: training draws the budget's worth of batches
+    from its activations over several epochs, so the SAE takes as many training steps as the default one."""
     if not 0.0 <= mix < 1.0:
         raise FinescopeError(f"The SAE's embedded-pool share must be in [0, 1), got {mix!r}; "
                              "0 trains on your corpus alone, 0.2 mixes in a fifth of embedded documents.")
@@ -91,9 +91,9 @@ def corpus_sae_texts(corpus: Sequence[str], config: SAEConfig, mix: float = 0.0,
     order = np.random.default_rng(config.seed).permutation(len(texts))
     n_held = min(max_heldout, max(1, round(heldout_share * len(texts))))
     heldout, own = [texts[i] for i in order[:n_held]], [texts[i] for i in order[n_held:]]
-    needed = _docs_needed(config)
-    n_mix = round(mix * needed)
-    train = [own[i % len(own)] for i in range(needed - n_mix)] + shuffled_texts("pool", config.seed, n_mix)
+    own = own[: round((1 - mix) * _docs_needed(config))]
+    n_mix = round(mix / (1 - mix) * len(own))
+    train = own + shuffled_texts("pool", config.seed, n_mix) if n_mix else own
     if n_mix:
         train = [train[i] for i in np.random.default_rng(config.seed + 1).permutation(len(train))]
     source = (f"your corpus ({len(own):,} documents, content sha256 {digest}; {len(heldout):,} more held out for the card)"
