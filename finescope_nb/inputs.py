@@ -77,8 +77,9 @@ def check_domain_name(domain: str, corpus: str | None, seeds: str | None, heldou
     missing = [flag for flag, value in (("--corpus POOL", corpus), ("--seeds SEEDS", seeds), ("--eval HELDOUT", heldout))
                if not value]
     if missing:
+        needed = missing[-1] if len(missing) == 1 else f"{', '.join(missing[:-1])} and {missing[-1]}"
         raise FinescopeError(f"Unknown domain {domain!r}: it is not one of the embedded domains ({', '.join(POOL_DOMAINS)}), "
-                             f"so it needs your own data; add {' and '.join(missing)} (a JSONL/CSV/parquet file or "
+                             f"so it needs your own data; add {needed} (a JSONL/CSV/parquet file or "
                              "datasets folder with a 'text' column for the corpus and the held-out set).")
     return domain
 

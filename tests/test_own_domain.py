@@ -29,9 +29,9 @@ def own(tmp_path_factory):
         cfg = RunConfig(domain=DOMAIN, corpus=CorpusConfig(path=str(files["pool"])),
                         eval=EvalConfig(domains=("math", "code"), max_docs_per_domain=4, max_length=64, metric_limit=6,
                                         heldout=str(files["heldout"])),
-                        curation=CurationConfig(m=20, seeds_path=str(files["seeds"])),
+                        curation=CurationConfig(m=12, seeds_path=str(files["seeds"])),
                         prune=PruneConfig(calibration_docs=8, max_length=64),
-                        finetune=FinetuneConfig(method="full", steps=4, eval_every=2, max_length=96))
+                        finetune=FinetuneConfig(method="full", steps=2, eval_every=2, max_length=96))
         result = pipeline.run(cfg, progress=False)
         out = root / "curated"
         code = main(["curate", "--corpus", str(files["pool"]), "--seeds", str(files["seeds"]), "--m", "15", "--out", str(out)])
@@ -52,7 +52,7 @@ def test_a_new_domain_is_measured_on_its_heldout_file_beside_the_embedded_ones(o
     assert summary["sae"]["trained_on"].startswith("your corpus (54 documents")  # 60 in the pool, 6 held out for its card
     assert list((own.root / "runs" / "sae").glob("*-c*/finescope_sae.json"))  # the corpus SAE's own folder
     curated = json.loads((run_dir / "summary.json").read_text())["curated"]
-    assert curated == 20
+    assert curated == 12
     page = write_report(run_dir).read_text()
     assert f"FineScope run: {DOMAIN}" in page
     assert "2 of 12 held-out documents" in page and "your corpus (54 documents" in page
@@ -102,6 +102,27 @@ def test_curate_by_threshold_reuses_the_sae_and_codes_and_refuses_a_cut_outside_
     assert main([*args, "--threshold", repr(cut)]) == 0
     kept = [json.loads(line)["score"] for line in (own.out / "curated.jsonl").read_text().splitlines()]
     assert len(kept) >= 15 and min(kept) >= cut - 1e-6
+
+
+def test_notebook_05_runs_on_your_corpus_and_seeds_with_the_unlabelled_view(own, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    path = paths.REPO_ROOT / "notebooks" / "05_curate_dataset.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    assert "CORPUS = None" in first.source and "SEEDS = None" in first.source  # the embedded defaults
+    first.source = (first.source.replace("CORPUS = None", f"CORPUS = {str(own.files['pool'])!r}")
+                    .replace("SEEDS = None", f"SEEDS = {str(own.files['seeds'])!r}"))
+    monkeypatch.setenv("FINESCOPE_FAST", "1")
+    monkeypatch.setenv("FINESCOPE_RUNS_DIR", str(own.root / "runs"))  # the fixture's corpus SAE and codes are reused
+    saes = sorted((own.root / "runs" / "sae").iterdir())
+    NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    assert "has no 'math' domain labels" in text and "shares of the default SAE selector's top 50" in text
+    assert sorted((own.root / "runs" / "sae").iterdir()) == saes  # no SAE trained for the notebook
 
 
 # ---- bad input: one sentence, at once, no run folder -----------------------------------------------------
