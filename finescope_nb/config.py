@@ -149,6 +149,11 @@ class CurationConfig(Config):
     sae_mix: float = 0.0  # with a user corpus: share of the SAE's training documents drawn from the embedded pool
     seed: int = 0
 
+    def __post_init__(self):
+        if not isinstance(self.sae_mix, (int, float)) or not 0 <= self.sae_mix < 1:
+            raise FinescopeError(f"The SAE's embedded-pool share (--sae-mix) must be in [0, 1), got {self.sae_mix!r}; "
+                                 "0 trains on your corpus alone, 0.2 mixes in a fifth of embedded documents.")
+
 
 PRUNE_CRITERIA = ("taylor", "taylor2", "magnitude", "activation", "random")  # prune.importance.CRITERIA, by name
 SCOPES = ("per_layer", "global", "uniform")

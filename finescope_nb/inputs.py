@@ -176,9 +176,10 @@ def check_run_inputs(config: RunConfig, fast: bool = False) -> RunInputs:
     if config.curation.sae_mix and not config.corpus.path:
         raise FinescopeError("--sae-mix mixes the embedded pool into the SAE's training texts from your corpus, "
                              "so it needs --corpus; add --corpus or drop --sae-mix.")
-    if config.eval.metrics:  # unknown or useless metrics fail before any work
-        # with a held-out file the target always takes perplexity and cloze; the embedded domains take what covers them
-        check_metrics(config.eval.metrics) if own else covering(config.eval.metrics, config.eval.domains)
+    if config.eval.metrics and own:  # the target takes perplexity and cloze; the embedded domains what covers them
+        check_metrics(config.eval.metrics)
+    elif config.eval.metrics:  # unknown or useless metrics fail before any work
+        covering(config.eval.metrics, config.eval.domains)
     tokenizer = load_tokenizer(config.model.path)  # a missing or broken model path fails here, before the run folder
     pool = read_pool(config.corpus.path, 24 if fast else config.corpus.max_docs_per_domain, config.corpus.seed)
     seeds = read_seeds(config.curation.seeds_path, config.domain, config.curation.n_seeds, config.curation.seed)

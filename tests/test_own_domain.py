@@ -183,6 +183,7 @@ def test_each_bad_run_input_is_refused_before_any_work_and_leaves_no_run_folder(
     inside = write_jsonl(small.tmp / "inside.jsonl", [_words(40, 100 * i) + " tail" for i in range(3)] + [_words(40, 9000)])
     _refused(capsys, [*own, "--domain", "patents", "--eval", str(inside)], "3 of the 4 documents", "share a 13-word passage")
     _refused(capsys, [*run, "--sae-mix", "0.2"], "--sae-mix", "needs --corpus")
+    _refused(capsys, [*own, "--sae-mix", "1.5"], "--sae-mix", "must be in [0, 1)")
     _refused(capsys, [*own, "--model", str(small.tmp / "no-model")], "no-model")
     assert not small.run.exists()  # so the corrected command is not refused as "a run with a different model"
 
