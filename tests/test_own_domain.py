@@ -64,7 +64,7 @@ def test_the_corpus_sae_finds_the_target_in_an_unlabelled_pool(own):
 
     curated = pd.read_csv(own.result.run_dir / stage / "curated.csv", keep_default_na=False)
     share = curated["text"].isin(own.files["math"]).mean()
-    assert share > 1 / 3  # the pool is one third math; a selector no better than chance would sit there
+    assert share > 0.5  # the pool is one third math, where a selector no better than chance sits; measured 0.8 at M=20
 
 
 def test_curate_exports_the_set_and_one_page_beside_the_dense_baseline(own):
@@ -213,6 +213,22 @@ def test_heldout_overlap_is_the_word_13gram_test():
             "The quick brown fox jumps over the lazy dog near the river.",  # only 12 words
             "Nothing in common at all with that sentence about animals and rivers and banks."]
     assert inputs.inside_pool(held, pool).tolist() == [True, False, False]
+
+
+def test_an_embedded_name_with_eval_is_measured_on_the_file_and_keeps_the_other_domains():
+    from finescope_nb.evaluate.own_heldout import embedded_part, heldout_cloze, sequences_with_heldout
+    from finescope_nb.lm import load_model, load_tokenizer
+
+    tok = load_tokenizer()
+    cfg = EvalConfig(domains=("math", "code", "stem"), max_docs_per_domain=3, max_length=32, metrics=("cloze", "gsm8k"))
+    texts = [f"Problem {i}: " + _words(80, 7 * i) for i in range(5)]
+    seqs = sequences_with_heldout(tok, cfg, "math", texts)
+    assert list(seqs) == ["math", "code", "stem"] and len(seqs["math"]) == 3  # the target first, from the file, capped
+    assert seqs["math"][0] == tok(texts[0], truncation=True, max_length=32)["input_ids"]
+    assert embedded_part(cfg, "math").metrics == ("cloze",)  # gsm8k speaks only to math, measured on the file now
+    assert embedded_part(cfg.replace(domains=("math",)), "math") is None
+    row = heldout_cloze(load_model(), tok, "math", texts, cfg.replace(metric_limit=4)).iloc[0]
+    assert (row["metric"], row["domain"], row["n"], row["chance"]) == ("cloze", "math", 4, 0.25) and 0 <= row["score"] <= 1
 
 
 def test_corpus_sae_texts_hold_out_a_slice_and_mix_in_the_embedded_pool():
