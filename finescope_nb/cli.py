@@ -24,6 +24,7 @@ EPILOG = textwrap.dedent("""\
       finescope run --model smollm2-135m --domain math
       finescope report runs/code             # one HTML page: tables, figures, what is missing
       finescope compare runs/code runs/math  # finished runs side by side, per domain
+      finescope curate --corpus pool.jsonl --seeds seeds.txt --m 1000 --out curated/   # the curated set only
       finescope train-base --max-steps 50    # retrain the embedded base model (resumable)
 
     `finescope COMMAND --help` shows each command's options and more examples.
@@ -35,6 +36,13 @@ RUN_EXAMPLES = textwrap.dedent("""\
       finescope run --seeds my_seeds.txt                # your own seed examples, one per line
       finescope run --metrics cloze mmlu gsm8k humaneval --metric-limit 20   # more metrics, 20 items per group
       finescope run --model path/to/local/model --corpus my_corpus.jsonl --domain math
+      finescope run --corpus pool.jsonl --seeds seeds.txt --domain "clinical notes" --eval heldout.jsonl
+    """)
+CURATE_EXAMPLES = textwrap.dedent("""\
+    examples:
+      finescope curate --corpus pool.jsonl --seeds seeds.txt --m 2000 --out curated/   # the top 2,000 documents
+      finescope curate --corpus pool.jsonl --seeds seeds.txt --threshold 0.42 --out curated/
+      (T is on the score scale of curated.jsonl; rerun after a stop: the SAE and the pool's codes are reused)
     """)
 TRAIN_BASE_EXAMPLES = textwrap.dedent("""\
     examples:
@@ -75,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
         "run", help="run the pipeline (cached per stage) and print a summary",
         epilog=RUN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--domain", default="math", help="target domain (default: math)")
+    run.add_argument("--domain", default="math", help="target domain: an embedded one (default: math) or any name of your "
+                                                        "own with --corpus, --seeds and --eval")
     run.add_argument("--model", default=None, help="local model folder or hub id (default: embedded tiny Llama)")
     run.add_argument("--corpus", default=None, help="JSONL/CSV/parquet/datasets folder with a 'text' column")
     run.add_argument("--run-dir", default=None, help="run folder (default: runs/<domain>-<config hash>)")
@@ -100,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     fetch.add_argument("name", metavar="NAME", help="a named model (see the examples)")
     fetch.add_argument("--force", action="store_true", help="convert again even if the folder exists")
+    _add_own_data_args(run)
+
+    _add_curate_parser(sub)
 
     tb = sub.add_parser(
         "train-base", help="train the embedded tokenizer and tiny Llama from the pool (resumable)",
@@ -127,6 +139,55 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# ---- your own domain: run options and the curate command ------------------------------------------
+
+def _add_own_data_args(run: argparse.ArgumentParser) -> None:
+    run.add_argument("--eval", default=None, metavar="HELDOUT",
+                     help="your held-out documents of the domain (JSONL/CSV/parquet/datasets folder with 'text'); "
+                          "needed for a domain name of your own")
+    run.add_argument("--m", type=int, default=None, help="documents to curate (default: 500)")
+    run.add_argument("--sae-mix", type=float, default=None, metavar="F",
+                     help="with --corpus: share F of the SAE's training documents from the embedded pool (default: 0)")
+
+
+def _own_data_config(cfg, args):
+    """The run config with the own-domain options applied."""
+    if args.eval is not None:
+        cfg = cfg.replace(eval=cfg.eval.replace(heldout=args.eval))
+    if args.m is not None:
+        cfg = cfg.replace(curation=cfg.curation.replace(m=args.m))
+    if args.sae_mix is not None:
+        cfg = cfg.replace(curation=cfg.curation.replace(sae_mix=args.sae_mix))
+    return cfg
+
+
+def _add_curate_parser(sub) -> None:
+    curate = sub.add_parser(
+        "curate", help="only the curated dataset: SAE, selection, export and one HTML page (no pruning)",
+        epilog=CURATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    curate.add_argument("--corpus", required=True, help="JSONL/CSV/parquet/datasets folder with a 'text' column")
+    curate.add_argument("--seeds", required=True, help="a text file of seed examples, one per line (or JSONL with 'text')")
+    cut = curate.add_mutually_exclusive_group()
+    cut.add_argument("--m", type=int, default=None, help="keep the top M documents (default: 500)")
+    cut.add_argument("--threshold", type=float, default=None, metavar="T", help="keep documents scoring at least T")
+    curate.add_argument("--out", required=True, help="output folder: dataset/, curated.jsonl, curation.html")
+    curate.add_argument("--model", default=None, help="local model folder or hub id (default: embedded tiny Llama)")
+    curate.add_argument("--sae-mix", type=float, default=0.0, metavar="F",
+                        help="share F of the SAE's training documents from the embedded pool (default: 0)")
+
+
+def _cmd_curate(args) -> None:
+    from finescope_nb.curation_run import curate_corpus
+
+    result = curate_corpus(args.corpus, args.seeds, args.out, m=args.m, threshold=args.threshold, model=args.model,
+                           sae_mix=args.sae_mix)
+    print(f"{len(result.selection):,} of {result.pool_size:,} documents curated "
+          f"(scores {result.cut_description}); the centred dense baseline picked {result.overlap:,} of them too.")
+    print(f"Curated set: {result.out / 'dataset'} and {result.out / 'curated.jsonl'}")
+    print(f"Page: {result.page}")
+
+
 def _cmd_run(args) -> None:
     from finescope_nb import pipeline
     from finescope_nb.config import CorpusConfig, ModelConfig
@@ -147,6 +208,7 @@ def _cmd_run(args) -> None:
         cfg = cfg.replace(eval=cfg.eval.replace(metrics=tuple(m for m in args.metrics if m != "perplexity")))
     if args.metric_limit is not None:
         cfg = cfg.replace(eval=cfg.eval.replace(metric_limit=args.metric_limit))
+    cfg = _own_data_config(cfg, args)
     result = pipeline.run(cfg, args.run_dir, device=args.device, dtype=args.dtype)
     print(f"\nPerplexity per domain ({cfg.eval.split} split): base model, pruned by {cfg.prune.ratio:.0%} for {cfg.domain}, "
           "recovered by self-distillation; retained = exp(-loss) / exp(-base loss):")
@@ -197,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         {"run": _cmd_run, "fetch-model": _cmd_fetch_model, "train-base": _cmd_train_base, "report": _cmd_report,
-         "compare": _cmd_compare}[args.command](args)
+         "compare": _cmd_compare, "curate": _cmd_curate}[args.command](args)
     except FinescopeError as exc:
         print(f"finescope: error: {exc}", file=sys.stderr)
         return 2

@@ -106,6 +106,7 @@ class EvalConfig(Config):
     batch_size: int = 8
     metrics: tuple[str, ...] = ("cloze",)  # beside perplexity; any of finescope_nb.evaluate.METRICS
     metric_limit: int | None = 100  # items per group for those metrics (sampled by seed); None: all
+    heldout: str | None = None  # a user's held-out file of the target domain (measured instead of the embedded split)
 
     def __post_init__(self):
         for name, low in (("max_docs_per_domain", 1), ("metric_limit", 1), ("batch_size", 1), ("max_length", 2)):
@@ -145,7 +146,13 @@ class CurationConfig(Config):
     m: int = 500
     n_seeds: int = 10
     seeds_path: str | None = None
+    sae_mix: float = 0.0  # with a user corpus: share of the SAE's training documents drawn from the embedded pool
     seed: int = 0
+
+    def __post_init__(self):
+        if not isinstance(self.sae_mix, (int, float)) or not 0 <= self.sae_mix < 1:
+            raise FinescopeError(f"The SAE's embedded-pool share (--sae-mix) must be in [0, 1), got {self.sae_mix!r}; "
+                                 "0 trains on your corpus alone, 0.2 mixes in a fifth of embedded documents.")
 
 
 PRUNE_CRITERIA = ("taylor", "taylor2", "taylor_per_batch", "magnitude", "activation", "random")  # prune.importance.CRITERIA, by name

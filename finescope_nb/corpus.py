@@ -103,14 +103,15 @@ def mmlu_categories() -> dict[str, str]:
     return json.loads((EVALS_DIR / "mmlu_categories.json").read_text())
 
 
-def load_user_corpus(path: str | Path) -> datasets.Dataset:
+def load_user_corpus(path: str | Path, what: str = "Corpus") -> datasets.Dataset:
     """A user's corpus: JSONL, JSON, CSV, parquet, or a `datasets` folder, with a `text` column.
 
-    Records get an `id` (row number) when they have none, and `domain` stays optional.
+    Records get an `id` (row number) when they have none, and `domain` stays optional. `what`
+    names the file in error messages ("Corpus", "Held-out file").
     """
     p = Path(path)
     if not p.exists():
-        raise FinescopeError(f"Corpus path {str(p)!r} does not exist; check the path.")
+        raise FinescopeError(f"{what} path {str(p)!r} does not exist; check the path.")
     if p.is_dir():
         try:
             ds = datasets.load_from_disk(str(p))
@@ -121,30 +122,52 @@ def load_user_corpus(path: str | Path) -> datasets.Dataset:
             ) from None
         if isinstance(ds, datasets.DatasetDict):
             ds = ds[next(iter(ds))]
-    elif p.suffix in (".jsonl", ".json"):
-        ds = datasets.Dataset.from_json(str(p))
-    elif p.suffix == ".csv":
-        ds = datasets.Dataset.from_csv(str(p))
-    elif p.suffix == ".parquet":
-        ds = datasets.Dataset.from_parquet(str(p))
-    else:
+    elif p.suffix not in USER_FORMATS:
         raise FinescopeError(
-            f"Corpus file {str(p)!r} has an unsupported extension {p.suffix!r}; use one of "
+            f"{what} file {str(p)!r} has an unsupported extension {p.suffix!r}; use one of "
             f"{', '.join(USER_FORMATS)} or a datasets folder."
         )
-    return _check_user_corpus(ds, p)
+    elif _blank(p):
+        raise FinescopeError(f"{what} file {str(p)!r} is empty; it needs at least one document in a 'text' column.")
+    else:
+        reader = {".jsonl": datasets.Dataset.from_json, ".json": datasets.Dataset.from_json,
+                  ".csv": datasets.Dataset.from_csv, ".parquet": datasets.Dataset.from_parquet}[p.suffix]
+        try:
+            ds = reader(str(p))
+        except (StopIteration, ValueError, datasets.exceptions.DatasetsError) as exc:
+            cause = exc.__cause__ or exc  # datasets wraps the parser's message in a generic one
+            detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+            raise FinescopeError(f"{what} file {str(p)!r} cannot be read as {p.suffix[1:].upper()} ({detail}); "
+                                 "fix the file so every record has a 'text' field.") from None
+    return _check_user_corpus(ds, p, what)
 
 
-def _check_user_corpus(ds: datasets.Dataset, path: Path) -> datasets.Dataset:
+def user_pool(path: str | Path) -> pd.DataFrame:
+    """A user's corpus as the DataFrame the stages take: `id` (as text), `text` and its other columns."""
+    df = load_user_corpus(path).to_pandas()
+    df["id"] = df["id"].astype(str)
+    return df
+
+
+def _blank(path: Path, chunk: int = 1 << 16) -> bool:
+    """True when a file holds nothing but whitespace (read until the first other byte)."""
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            if block.strip():
+                return False
+    return True
+
+
+def _check_user_corpus(ds: datasets.Dataset, path: Path, what: str = "Corpus") -> datasets.Dataset:
     if "text" not in ds.column_names:
         raise FinescopeError(
-            f"Corpus {str(path)!r} has no 'text' column (columns: {', '.join(ds.column_names) or 'none'}); "
+            f"{what} {str(path)!r} has no 'text' column (columns: {', '.join(ds.column_names) or 'none'}); "
             "rename the column holding the documents to 'text'."
         )
     ds = ds.filter(lambda r: isinstance(r["text"], str) and r["text"].strip() != "")
     if len(ds) == 0:
         raise FinescopeError(
-            f"Corpus {str(path)!r} has no non-empty text; it needs at least one document in its 'text' column."
+            f"{what} {str(path)!r} has no non-empty text; it needs at least one document in its 'text' column."
         )
     if "id" not in ds.column_names:
         ds = ds.add_column("id", [str(i) for i in range(len(ds))])

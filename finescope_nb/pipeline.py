@@ -30,20 +30,21 @@ import torch
 from finescope_nb.adapters import get_adapter
 from finescope_nb.artifacts import PROGRESS_FILE, RunFolder, atomic_path, stage_key, write_json_atomic
 from finescope_nb.config import RunConfig
-from finescope_nb.corpus import check_domain, load_seeds, load_user_corpus, load_user_seeds
+from finescope_nb.curate.workspace import cached_pool_codes, curate_top
 from finescope_nb.device import resolve_device, resolve_dtype
-from finescope_nb.curate.workspace import cached_pool_codes, curate_top, pool_sample
 from finescope_nb.distill import prepare, run_arm
-from finescope_nb.distill.teacher import check_mode
-from finescope_nb.evaluate import domain_loss, domain_perplexity, evaluate as evaluate_metrics, heldout_sequences, retained
+from finescope_nb.evaluate import (domain_loss, domain_perplexity, evaluate as evaluate_metrics, heldout_sequences, retained,
+                                   tokenize_texts)
+from finescope_nb.evaluate.own_heldout import embedded_part, heldout_cloze, sequences_with_heldout
 from finescope_nb.evaluate.registry import covering
+from finescope_nb.inputs import check_run_inputs, slug
 from finescope_nb.lm import load_model, load_tokenizer, model_folder, model_identity, save_model
 from finescope_nb.models.card import carry_provenance, read_provenance
 from finescope_nb.models.registry import named_defaults
 from finescope_nb.paths import DEFAULT_RUNS_DIR
 from finescope_nb.prune import apply_plan, compute_importance, plan_pruning, sample_texts, save_pruned
 from finescope_nb.prune.importance import ImportanceScores
-from finescope_nb.sae.cache import cached_sae, default_sae_config
+from finescope_nb.sae.cache import cached_sae, corpus_sae_texts, default_sae_config, embedded_sae_source
 
 
 def fast_mode() -> bool:
@@ -81,20 +82,6 @@ class RunResult:
     stages: dict[str, str] = field(default_factory=dict)  # finished stage -> its folder in the run folder
 
 
-def _pool(config: RunConfig) -> pd.DataFrame:
-    if config.corpus.path:
-        df = load_user_corpus(config.corpus.path).to_pandas()
-        df["id"] = df["id"].astype(str)
-        return df
-    return pool_sample(24 if fast_mode() else config.corpus.max_docs_per_domain, seed=config.corpus.seed)
-
-
-def _seeds(config: RunConfig) -> list[str]:
-    if config.curation.seeds_path:
-        return load_user_seeds(config.curation.seeds_path)
-    return list(load_seeds(domain=config.domain, n=config.curation.n_seeds, seed=config.curation.seed)["text"])
-
-
 def _save_frame(df: pd.DataFrame, folder: Path, name: str) -> None:
     df.to_csv(folder / name, index=False)
 
@@ -114,6 +101,22 @@ def _metric_frames(model, tokenizer, cfg, checkpoints: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
+def _own_metric_frames(model, tokenizer, config: RunConfig, texts: list[str], checkpoints: Path) -> pd.DataFrame:
+    """With a user's held-out file: the target's cloze on its documents (if cloze is asked for), then the task
+    metrics of the other embedded domains; each saved to `checkpoints` as it finishes."""
+    frames = []
+    if "cloze" in config.eval.metrics:
+        done = checkpoints / "heldout-cloze.csv"
+        if not done.is_file():
+            with atomic_path(done) as tmp:
+                heldout_cloze(model, tokenizer, config.domain, texts, config.eval).to_csv(tmp, index=False)
+        frames.append(pd.read_csv(done))
+    rest = embedded_part(config.eval, config.domain)
+    if rest is not None and rest.metrics:
+        frames.append(_metric_frames(model, tokenizer, rest, checkpoints))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def run(config: RunConfig | None = None, run_dir: str | Path | None = None, progress: bool = True, device: str = "auto",
         dtype: str = "float32") -> RunResult:
     """Run every stage on `config`, reusing cached stage results (and mid-stage checkpoints) in `run_dir`.
@@ -122,12 +125,11 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
     where and in what precision every stage computes; they are not part of the cache keys."""
     t0 = time.perf_counter()
     config = config or default_config()
-    check_domain(config.domain)
     where = resolve_device(device)
     precision = resolve_dtype(dtype, where)
-    if config.eval.metrics:
-        covering(config.eval.metrics, config.eval.domains)  # unknown or useless metrics fail before any work
-    run_dir = Path(run_dir) if run_dir else DEFAULT_RUNS_DIR / f"{config.domain}-{config.config_hash(8)}"
+    inputs = check_run_inputs(config, fast=fast_mode())  # every user input, before the run folder or any model work
+    own = inputs.heldout  # the user's held-out file measures the target domain
+    run_dir = Path(run_dir) if run_dir else DEFAULT_RUNS_DIR / f"{slug(config.domain)}-{config.config_hash(8)}"
     folder = RunFolder(run_dir, config)
     finished: dict[str, str] = {}
     write_json_atomic(folder.path / PROGRESS_FILE, {"stages": finished})  # nothing of this config is finished yet
@@ -140,19 +142,22 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
         write_json_atomic(folder.path / PROGRESS_FILE, {"stages": finished})
         return result
 
-    pool = _pool(config)
-    tokenizer = load_tokenizer(config.model.path)
-    check_mode(config.finetune.teacher_mode, tokenizer)  # a rewrite needs a chat template: known before any work
+    pool = inputs.pool
+    tokenizer = inputs.tokenizer
     model = load_model(config.model.path, dtype=precision, device=where)
     provenance = read_provenance(model_folder(config.model.path))  # a named model's origin and licence, for derived cards
     model_key = model_identity(model)
-    # the embedded held-out splits (also for a user's corpus), tokenised only if some evaluation is not cached
-    sequences = functools.cache(lambda: heldout_sequences(tokenizer, config.eval))
+    # the held-out documents (the embedded splits, the target's from the user's file when given), tokenised only if
+    # some evaluation is not cached
+    sequences = functools.cache(lambda: sequences_with_heldout(tokenizer, config.eval, config.domain, own.test) if own
+                                else heldout_sequences(tokenizer, config.eval))
+    own_keys = (own.key,) if own else ()  # the held-out file's content is part of every evaluation's key
 
     def evaluate(name: str, key: str, get_model) -> tuple[pd.DataFrame, pd.DataFrame]:
         def compute(ckpt: Path):
             m = get_model()
             return (domain_perplexity(m, tokenizer, config.eval, sequences(), progress=progress),
+                    _own_metric_frames(m, tokenizer, config, own.test, ckpt) if own else
                     _metric_frames(m, tokenizer, config.eval, ckpt))
 
         def save(result, d: Path) -> None:
@@ -165,13 +170,16 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
 
         return stage(f"eval-{name}", key, compute, save, load)
 
-    base_ppl, base_metrics = evaluate("base", stage_key(config.eval, model_key), lambda: model)
+    base_ppl, base_metrics = evaluate("base", stage_key(config.eval, model_key, *own_keys), lambda: model)
 
+    # the SAE learns the corpus it will search: a user's corpus trains its own (cached by the corpus's content)
+    sae_config = default_sae_config(fast=fast_mode(), model=config.model.path)
+    sae_texts = corpus_sae_texts(pool["text"], sae_config, config.curation.sae_mix) if config.corpus.path else None
     # the SAE's held-out card is measured on fewer tokens than the SAE benchmark uses, to keep `make demo` short
-    sae = cached_sae(model, tokenizer, default_sae_config(fast=fast_mode(), model=config.model.path), progress=progress,
+    sae = cached_sae(model, tokenizer, sae_config, progress=progress, texts=sae_texts,
                      **(dict(heldout_docs=60, heldout_tokens=4_000, loss_tokens=2_000) if fast_mode()
                         else dict(heldout_docs=500, heldout_tokens=50_000, loss_tokens=20_000)))
-    seeds = _seeds(config)
+    seeds = inputs.seeds
     # the documents and seeds themselves, not just their ids and path: an edited corpus or seeds file recurates
     pool_key = hashlib.sha256("\x00".join([*pool["id"], *pool["text"], "\x01", *seeds]).encode()).hexdigest()[:12]
     curate_key = stage_key(config.curation, model_key, sae.config.config_hash(), pool_key, config.domain)
@@ -207,12 +215,13 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
                    load=lambda d: (load_model(d / "model", dtype=precision, device=where), None))[0]
 
     val_config = config.eval.replace(split="validation", domains=(config.domain,), metrics=(), metric_limit=None)
-    recover_key = stage_key(config.finetune, prune_key, val_config.config_hash())  # validation picks kept weights
+    recover_key = stage_key(config.finetune, prune_key, val_config.config_hash(), *own_keys)  # validation picks kept weights
 
     def recover(ckpt: Path):
         data = prepare(model, tokenizer, curated, None, config.domain, seed=config.seed, progress=progress, mode=config.finetune.teacher_mode,
                        checkpoint=ckpt / "teacher.json")
-        val = heldout_sequences(tokenizer, val_config)[config.domain]
+        val = (tokenize_texts(tokenizer, own.validation, val_config.max_length) if own
+               else heldout_sequences(tokenizer, val_config)[config.domain])
         student, history = run_arm(pruned, tokenizer, data, "self_distill", config.finetune,
                                    evaluate=lambda m: domain_loss(m, tokenizer, val), progress=progress,
                                    checkpoint=ckpt / "finetune.pt", teacher=model)
@@ -232,8 +241,8 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
                       load=lambda d: (load_model(d / "model", dtype=precision, device=where), pd.read_csv(d / "history.csv"),
                                       json.loads((d / "recovery.json").read_text())["keep_rate"]))[0]
 
-    pruned_ppl, pruned_metrics = evaluate("pruned", stage_key(config.eval, prune_key), lambda: pruned)
-    recovered_ppl, recovered_metrics = evaluate("recovered", stage_key(config.eval, recover_key), lambda: recovered)
+    pruned_ppl, pruned_metrics = evaluate("pruned", stage_key(config.eval, prune_key, *own_keys), lambda: pruned)
+    recovered_ppl, recovered_metrics = evaluate("recovered", stage_key(config.eval, recover_key, *own_keys), lambda: recovered)
     table = base_ppl[["domain", "ppl", "loss"]].rename(columns={"ppl": "base_ppl", "loss": "base_loss"})
     table["pruned_ppl"] = pruned_ppl["ppl"].to_numpy()
     table["recovered_ppl"] = recovered_ppl["ppl"].to_numpy()
@@ -251,5 +260,8 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
         "table": table.round(4).to_dict(orient="records"),
         "metrics": metrics.round(4).to_dict(orient="records") if len(metrics) else [],
         "stages": finished, "seconds": round(seconds, 2),
+        "heldout": own.summary() if own else None,
+        "sae": {"trained_on": sae_texts.source if sae_texts else embedded_sae_source(), "d_sae": sae.config.d_sae,
+                "metrics": {k: round(v, 4) for k, v in sae.metrics.items() if isinstance(v, (int, float))}},
     })
     return RunResult(folder.path, base_ppl, len(pool), seconds, table, metrics if len(metrics) else None, dict(finished))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -178,7 +179,7 @@ def _model_name(config: RunConfig) -> str:
 
 def missing_sentence(info: RunInfo) -> str:
     """What the run lacks and the command that finishes it (finished stages are reused)."""
-    return (f"Missing stages: {', '.join(info.missing)} — run `finescope run --domain {info.config.domain} "
+    return (f"Missing stages: {', '.join(info.missing)} — run `finescope run --domain {shlex.quote(info.config.domain)} "
             f"--run-dir {info.path}` again, with the options the run was started with, to finish; finished stages are reused.")
 
 
@@ -191,6 +192,14 @@ def _config_section(info: RunInfo) -> str:
              ("evaluation split", c.eval.split), ("seed", c.seed)]
     if "pool_size" in s:
         pairs.insert(3, ("pool size", f"{s['pool_size']:,}"))
+    if c.eval.heldout:
+        held = s.get("heldout") or {}
+        pairs.insert(4, ("held-out set", c.eval.heldout if not held else
+                         f"{c.eval.heldout}: {held['test_documents']:,} documents measured, {held['validation_documents']:,} "
+                         f"validate recovery; {held['dropped_pool_overlap']:,} of {held['documents']:,} held-out documents "
+                         "dropped for sharing a 13-word passage with the pool"))
+    if s.get("sae"):
+        pairs.insert(4, ("SAE trained on", s["sae"]["trained_on"]))
     if "seconds" in s:
         pairs.append(("run time", f"{s['seconds'] / 60:.1f} min"))
     return "<h2>Configuration</h2>" + _items(pairs)

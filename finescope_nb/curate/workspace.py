@@ -16,10 +16,10 @@ from pathlib import Path
 import pandas as pd
 
 from finescope_nb import paths
-from finescope_nb.corpus import load_pool, load_seeds
+from finescope_nb.corpus import load_pool, load_seeds, user_pool
 from finescope_nb.curate.sae_selector import default_sae_selector
 from finescope_nb.lm import load_model, load_tokenizer
-from finescope_nb.sae.cache import cached_sae, default_sae_config, latest_sae
+from finescope_nb.sae.cache import cached_sae, corpus_sae_texts, default_sae_config, latest_sae
 from finescope_nb.sae.codes import PooledCodes, encode_corpus, merge_codes
 
 SHARD_DOCS = 2048  # pool encoding is saved every this many documents, so an interrupted run resumes
@@ -30,7 +30,7 @@ class Workspace:
     model: object
     tokenizer: object
     sae: object
-    pool: pd.DataFrame  # id, text, domain, topic, source
+    pool: pd.DataFrame  # id, text, domain, topic, source (a user's corpus: id, text and whatever columns it has)
     codes: PooledCodes  # rows aligned with `pool`
 
 
@@ -69,15 +69,21 @@ def cached_pool_codes(sae, model, tokenizer, pool: pd.DataFrame, top_l: int = 64
 
 
 def open_workspace(fast: bool, per_domain: int | None = None, top_l: int = 64, progress: bool = True,
-                   model_name=None) -> Workspace:
+                   model_name=None, corpus: str | None = None) -> Workspace:
     """Model, tokenizer, SAE, pool and pool codes for the curation notebooks (small under `fast`).
 
-    `model_name`: what `load_model` takes (None: the embedded tiny Llama; a named model such as "smollm2-135m")."""
+    `model_name`: what `load_model` takes (None: the embedded tiny Llama; a named model such as "smollm2-135m").
+    `corpus`: a user's corpus file or datasets folder instead of the embedded pool; the SAE is then the one
+    trained on that corpus (as `finescope run` and `finescope curate` train it, so their cache is shared)."""
     model, tokenizer = load_model(model_name), load_tokenizer(model_name)
+    small = dict(heldout_docs=60, heldout_tokens=4_000, loss_tokens=2_000) if fast else {}
+    config = default_sae_config(fast=fast, model=model_name)
+    if corpus is not None:
+        pool = user_pool(corpus)
+        sae = cached_sae(model, tokenizer, config, progress=progress, texts=corpus_sae_texts(pool["text"], config), **small)
+        return Workspace(model, tokenizer, sae, pool, cached_pool_codes(sae, model, tokenizer, pool, top_l=top_l, progress=progress))
     sae = latest_sae(model)
     if sae is None:
-        config = default_sae_config(fast=fast, model=model_name)
-        small = dict(heldout_docs=60, heldout_tokens=4_000, loss_tokens=2_000) if fast else {}
         sae = cached_sae(model, tokenizer, config, progress=progress, **small)
     pool = pool_sample(per_domain if per_domain is not None else (150 if fast else None))
     codes = cached_pool_codes(sae, model, tokenizer, pool, top_l=top_l, progress=progress)

@@ -22,6 +22,7 @@ from finescope_nb.evaluate.choice import accuracy, option_logprobs
 from finescope_nb.evaluate.registry import EvalOptions, register
 
 N_OPTIONS = 4
+CONTEXT_TOKENS, CONTINUATION_TOKENS = 48, 16  # an item's window: the context and the continuation to pick
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class ClozeItem:
     doc: int
 
 
-def make_items(sequences: list[list[int]], context_tokens: int = 48, continuation_tokens: int = 16,
+def make_items(sequences: list[list[int]], context_tokens: int = CONTEXT_TOKENS, continuation_tokens: int = CONTINUATION_TOKENS,
                limit: int | None = None, seed: int = 0) -> list[ClozeItem]:
     """One item per long-enough document: a window at a seeded offset, three distractors from other documents."""
     need = context_tokens + continuation_tokens
@@ -64,9 +65,12 @@ def cloze_accuracy(model, items: list[ClozeItem], pad_id: int = 0, batch_size: i
 
 def domain_items(tokenizer, domain: str, split: str = "test", limit: int | None = None, seed: int = 0) -> list[ClozeItem]:
     """The cloze items of one domain's held-out split (documents tokenised without truncation)."""
-    texts = [r["text"] for r in load_split(split, domains=[domain])]
-    sequences = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    return make_items(sequences, limit=limit, seed=seed)
+    return text_items(tokenizer, [r["text"] for r in load_split(split, domains=[domain])], limit=limit, seed=seed)
+
+
+def text_items(tokenizer, texts: list[str], limit: int | None = None, seed: int = 0) -> list[ClozeItem]:
+    """Cloze items built from any held-out documents of one domain, such as a user's own held-out file."""
+    return make_items(tokenizer(list(texts), add_special_tokens=False)["input_ids"], limit=limit, seed=seed)
 
 
 @register("cloze", DOMAINS, chance=1 / N_OPTIONS,

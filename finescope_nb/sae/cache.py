@@ -4,15 +4,21 @@ An SAE's folder is runs/sae/<model identity>-<config hash>, so the same model an
 find the same SAE, and a notebook reuses what an earlier notebook trained (`latest_sae`). While
 it trains, `<folder>.partial/` keeps the captured activations and then the trained SAE, so an
 interrupted run resumes after the last of those it finished (capture, training, evaluation).
-Training texts come from the pool in a fixed shuffled order; held-out metrics from the
-validation split, which never overlaps the pool.
+By default training texts come from the embedded pool in a fixed shuffled order and held-out
+metrics from the validation split, which never overlaps the pool. A user's corpus brings its own
+`SAETexts` (`corpus_sae_texts`): the SAE must learn the corpus it will search, or features of a
+domain the embedded pool lacks may not exist. Those SAEs live in a folder suffixed by the
+corpus's content hash, so an edited corpus trains a new SAE.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -59,22 +65,75 @@ def shuffled_texts(split: str = "pool", seed: int = 0, limit: int | None = None)
     return list(ds["text"])
 
 
+def _docs_needed(config: SAEConfig) -> int:
+    """Documents to draw for `config.train_tokens` (assuming they fill at least half a capture window)."""
+    return config.train_tokens // max(config.capture.max_length // 2, 1) + 1
+
+
+@dataclass(frozen=True)
+class SAETexts:
+    """Which texts train an SAE and which measure its quality card, and how the report names them."""
+
+    train: list[str]
+    heldout: list[str]
+    source: str  # one line for the report, e.g. "your corpus (3,210 documents, sha 1a2b...), 20% embedded pool"
+    key: str  # suffix of the SAE's folder name: the corpus content hash and the mix
+
+
+def corpus_sae_texts(corpus: Sequence[str], config: SAEConfig, mix: float = 0.0, heldout_share: float = 0.1,
+                     max_heldout: int = 2000) -> SAETexts:
+    """A shuffled sample of the user's corpus for the SAE's token budget, a held-out slice of it for its card.
+
+    `mix` is the share of training documents drawn from the embedded pool instead. A corpus with
+    fewer tokens than the budget is not read twice: training draws the budget's worth of batches
+    from its activations over several epochs, so the SAE takes as many training steps as the default one."""
+    if not 0.0 <= mix < 1.0:
+        raise FinescopeError(f"The SAE's embedded-pool share must be in [0, 1), got {mix!r}; "
+                             "0 trains on your corpus alone, 0.2 mixes in a fifth of embedded documents.")
+    texts = [t for t in corpus if isinstance(t, str) and t.strip()]
+    if len(texts) < 2:
+        raise FinescopeError(f"The SAE needs at least 2 corpus documents (one to train on, one to measure it), got {len(texts)}; "
+                             "use a larger corpus.")
+    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:12]
+    order = np.random.default_rng(config.seed).permutation(len(texts))
+    n_held = min(max_heldout, max(1, round(heldout_share * len(texts))))
+    heldout, own = [texts[i] for i in order[:n_held]], [texts[i] for i in order[n_held:]]
+    own = own[: round((1 - mix) * _docs_needed(config))]
+    n_mix = round(mix / (1 - mix) * len(own))
+    train = own + shuffled_texts("pool", config.seed, n_mix) if n_mix else own
+    if n_mix:
+        train = [train[i] for i in np.random.default_rng(config.seed + 1).permutation(len(train))]
+    source = (f"your corpus ({len(own):,} documents, content sha256 {digest}; {len(heldout):,} more held out for the card)"
+              + (f", with {mix:.0%} of the training documents from the embedded pool" if n_mix else ""))
+    return SAETexts(train, heldout, source, f"c{digest}" + (f"-mix{mix:g}" if n_mix else ""))
+
+
+def embedded_sae_source() -> str:
+    """How the report names the default SAE's training texts."""
+    return "the embedded pool (shuffled); card measured on the embedded validation split"
+
+
 def cached_sae(model, tokenizer, config: SAEConfig, runs_dir: str | Path | None = None, heldout_docs: int = 2000,
-               heldout_tokens: int = 200_000, loss_tokens: int = 50_000, progress: bool = True) -> LayerSAE:
-    """Load the SAE of this model and config from the runs folder, or train, evaluate and save it."""
+               heldout_tokens: int = 200_000, loss_tokens: int = 50_000, progress: bool = True,
+               texts: SAETexts | None = None) -> LayerSAE:
+    """Load the SAE of this model and config from the runs folder, or train, evaluate and save it.
+
+    `texts`: a user corpus's training and held-out texts (`corpus_sae_texts`); None is the embedded pool."""
     folder = sae_dir(model, config, runs_dir)
+    if texts is not None:
+        folder = folder.with_name(f"{folder.name}-{texts.key}")
     if (folder / META_FILE).is_file():
         return LayerSAE.load(folder, model)
     partial = folder.with_name(folder.name + ".partial")
-    docs_needed = config.train_tokens // max(config.capture.max_length // 2, 1) + 1
-    texts = shuffled_texts("pool", config.seed, docs_needed)
+    train_texts = texts.train if texts is not None else shuffled_texts("pool", config.seed, _docs_needed(config))
+    heldout = texts.heldout[:heldout_docs] if texts is not None else shuffled_texts("validation", 0, heldout_docs)
     if (partial / "trained" / META_FILE).is_file():
         sae = LayerSAE.load(partial / "trained", model)
     else:
-        sae = train_sae(model, tokenizer, texts, config, progress=progress,
-                        acts=_captured(model, tokenizer, texts, config, partial, progress))
+        sae = train_sae(model, tokenizer, train_texts, config, progress=progress,
+                        acts=_captured(model, tokenizer, train_texts, config, partial, progress))
         sae.save(partial / "trained")
-    sae.metrics.update(evaluate_sae(sae, model, tokenizer, shuffled_texts("validation", 0, heldout_docs),
+    sae.metrics.update(evaluate_sae(sae, model, tokenizer, heldout,
                                     n_tokens=heldout_tokens, loss_tokens=loss_tokens, progress=progress))
     sae.save(folder)
     shutil.rmtree(partial, ignore_errors=True)
@@ -93,10 +152,11 @@ def _captured(model, tokenizer, texts, config: SAEConfig, partial: Path, progres
 
 
 def latest_sae(model, runs_dir: str | Path | None = None) -> LayerSAE | None:
-    """The most recently saved SAE of this model in the runs folder, or None."""
+    """The most recently saved SAE of this model trained on the embedded pool, or None."""
     runs = Path(runs_dir) if runs_dir is not None else paths.DEFAULT_RUNS_DIR
     prefix = model_identity(model)
-    found = sorted((p for p in (runs / "sae").glob(f"{prefix}-*") if (p / META_FILE).is_file()),
+    # only the default-text SAEs (<identity>-<12-char hash>), not those trained on a user's corpus
+    found = sorted((p for p in (runs / "sae").glob(f"{prefix}-*") if (p / META_FILE).is_file() and len(p.name) == len(prefix) + 13),
                    key=lambda p: (p / META_FILE).stat().st_mtime)
     if not found:
         return None
