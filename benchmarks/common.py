@@ -13,7 +13,10 @@ per domain (`pool_sample(N, seed)`), the same documents whichever model is measu
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+
+import torch
 
 from finescope_nb.config import ModelConfig, RunConfig
 from finescope_nb.curate.workspace import Workspace, cached_pool_codes, pool_sample
@@ -78,3 +81,10 @@ def provenance(args: argparse.Namespace) -> dict:
     if hasattr(args, "pool_per_domain"):
         out["pool"] = {"per_domain": args.pool_per_domain, "seed": args.pool_seed} if args.pool_per_domain else "whole pool"
     return out
+
+
+def set_threads() -> int:
+    """Two torch threads (the machine the results were measured on), fewer where OMP_NUM_THREADS or the CPU says so."""
+    cap = int(os.environ.get("OMP_NUM_THREADS") or 2)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1, cap)))
+    return torch.get_num_threads()

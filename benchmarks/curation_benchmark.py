@@ -39,7 +39,7 @@ from finescope_nb.artifacts import write_json_atomic  # noqa: E402
 from finescope_nb.curate import (DenseSelector, HashedNgramSelector, RandomSelector, SAESelector, SparseCodes,  # noqa: E402
                                  default_sae_selector, evaluate_selectors, summarize)
 from finescope_nb.sae.registry import SAEConfig  # noqa: E402
-from benchmarks.common import add_model_args, provenance, result_path, sae_config  # noqa: E402
+from benchmarks.common import add_model_args, provenance, result_path, sae_config, set_threads  # noqa: E402
 
 SEEDS_PER_QUERY, DRAWS, TUNING_DRAWS = 10, 5, 3
 M = {"coarse": 500, "fine": 100}
@@ -248,7 +248,7 @@ def main() -> None:
     parser.add_argument("--no-v3", action="store_true", help="leave out the paper's v3 row (it trains a second SAE)")
     args = parser.parse_args()
     results = result_path(args, "curation.json")
-    torch.set_num_threads(2)
+    set_threads()
     out = json.loads(results.read_text()) if results.is_file() else {}
     out |= provenance(args) | speed(d_sae=sae_config(args.model).d_sae)
     if args.speed and "tuner_update_note" in out:  # stand-in scores until the quality run measures it on real ones

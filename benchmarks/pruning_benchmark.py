@@ -50,7 +50,7 @@ from finescope_nb.evaluate import domain_perplexity, heldout_sequences  # noqa: 
 from finescope_nb.lm import run_until_layer  # noqa: E402
 from finescope_nb.prune import PruneConfig, apply_plan, compute_importance, plan_pruning  # noqa: E402
 from finescope_nb.prune.compare import Arm, calibration_source  # noqa: E402
-from benchmarks.common import add_model_args, provenance, result_path, run_config, workspace  # noqa: E402
+from benchmarks.common import add_model_args, provenance, result_path, run_config, set_threads, workspace  # noqa: E402
 
 
 def arms(base: PruneConfig, curated, pool, n: int) -> dict[str, Arm]:
@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     out_path = result_path(args, "pruning.json")
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    set_threads()
 
     base = run_config(args.model).prune
     base = base.replace(**{k: v for k, v in (("calibration_docs", args.calibration_docs), ("scope", args.scope)) if v is not None})
