@@ -44,7 +44,7 @@ from benchmarks.common import add_model_args, provenance, result_path, sae_confi
 SEEDS_PER_QUERY, DRAWS, TUNING_DRAWS = 10, 5, 3
 M = {"coarse": 500, "fine": 100}
 TOP_L = 64
-MIN_TOPIC_DOCS = 200  # whole pool; a sample asks M["fine"]
+MIN_TOPIC_DOCS = 200  # whole pool; a sample asks the fine M
 DEFAULT = "sae mean centroid (default)"
 V3 = "sae v3 jacobian K=128 mean centroid (paper v3)"
 
@@ -136,6 +136,7 @@ def quality(args, progress: bool = True) -> dict:
     from finescope_nb.pipeline import fast_mode
     from finescope_nb.sae.cache import cached_sae
 
+    m = {"coarse": args.m_coarse, "fine": args.m_fine}
     model, tokenizer = load_model(args.model), load_tokenizer(args.model)
     small = dict(heldout_docs=60, heldout_tokens=4_000, loss_tokens=2_000) if fast_mode() else {}
     saes = {"default": cached_sae(model, tokenizer, sae_config(args.model), progress=progress, **small)}
@@ -175,18 +176,18 @@ def quality(args, progress: bool = True) -> dict:
 
     domains = list(corpus.DOMAINS)
     coarse = evaluate_selectors(chosen, prepared, pool.domain.to_numpy(), domains, seeds_for("domain", 0),
-                                m=M["coarse"], draws=DRAWS, progress=progress)
+                                m=m["coarse"], draws=args.draws, progress=progress)
     counts = pool[pool.domain.isin(domains)].groupby("topic").size()
-    min_topic_docs = MIN_TOPIC_DOCS if args.pool_per_domain is None else M["fine"]
+    min_topic_docs = MIN_TOPIC_DOCS if args.pool_per_domain is None else m["fine"]
     topics = sorted(t for t in counts[counts >= min_topic_docs].index if (seeds_split.topic == t).sum() >= SEEDS_PER_QUERY)
     domain_of = pool.groupby("topic").domain.first()
     within = lambda topic: np.flatnonzero(pool.domain.to_numpy() == domain_of[topic])
     fine = evaluate_selectors(chosen, prepared, pool.topic.to_numpy(), topics, seeds_for("topic", 0),
-                              m=M["fine"], draws=DRAWS, candidates=within, progress=progress)
+                              m=m["fine"], draws=args.draws, candidates=within, progress=progress)
     sae_only = {n: s for n, s in chosen.items() if isinstance(s, SAESelector)}
     tuning = evaluate_selectors(sae_only, prepared, pool.topic.to_numpy(), topics, seeds_for("topic", 1000),
-                                m=M["fine"], draws=TUNING_DRAWS, candidates=within, progress=progress)
-    out = report(coarse, fine, tuning, saes)
+                                m=m["fine"], draws=TUNING_DRAWS, candidates=within, progress=progress)
+    out = report(coarse, fine, tuning, saes, m, args.draws)
     out["pool_docs"], out["min_topic_docs"] = len(pool), min_topic_docs
     return out | {"tuner_update_ms": tuner_update_ms(
         default_sae_selector().fit(seeds_for("domain", 0)("math", 0)[DEFAULT]).score(codes["default", "mean"]),
@@ -201,8 +202,8 @@ def _sae_info(sae) -> dict:
     return info
 
 
-def report(coarse, fine, tuning, saes) -> dict:
-    out = {"m": M, "seeds_per_query": SEEDS_PER_QUERY, "draws": DRAWS, "top_l": TOP_L,
+def report(coarse, fine, tuning, saes, m: dict = M, draws: int = DRAWS) -> dict:
+    out = {"m": m, "seeds_per_query": SEEDS_PER_QUERY, "draws": draws, "top_l": TOP_L,
            "default_sae_selector": DEFAULT, "sae": _sae_info(saes["default"])}
     if "v3" in saes:
         out["sae_v3"] = _sae_info(saes["v3"]) | {"row": V3}
@@ -246,6 +247,9 @@ def main() -> None:
     add_model_args(parser)
     parser.add_argument("--speed", action="store_true", help="only the parts that need no model: scoring speed and memory, tuner update time")
     parser.add_argument("--no-v3", action="store_true", help="leave out the paper's v3 row (it trains a second SAE)")
+    parser.add_argument("--m-coarse", type=int, default=M["coarse"], help="precision@M for the domains")
+    parser.add_argument("--m-fine", type=int, default=M["fine"], help="precision@M for the fine topics")
+    parser.add_argument("--draws", type=int, default=DRAWS, help="seed draws per target")
     args = parser.parse_args()
     results = result_path(args, "curation.json")
     set_threads()

@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from finescope_nb.artifacts import write_json_atomic  # noqa: E402
@@ -73,7 +74,7 @@ def retained_metrics(base, frame) -> dict:
     """Per metric/group: the row's score, the unpruned one, whether that is above chance, and retained there."""
     if base is None:
         return {}
-    both = __import__("pandas").concat([base.assign(model="base"), frame.assign(model="row")])
+    both = pd.concat([base.assign(model="base"), frame.assign(model="row")])
     table = retained_table(both, model="row", base="base")
     return {f"{r.metric}/{r.group}": {"score": float(r.row), "base": float(r.base), "above_chance": bool(r.above_chance),
                                       "retained": None if r.retained != r.retained else float(r.retained)}
@@ -157,7 +158,7 @@ def main() -> None:
             pruned, plan, _ = prune(model, tokenizer, sample_texts(curated["text"], 64, seed),
                                     defaults.prune.replace(ratio=args.ratio, seed=seed), progress=False)
             for method in methods:
-                runs = [(arm, mode) for mode in args.teacher_modes for arm in ("self_distill",)] + \
+                runs = [("self_distill", mode) for mode in args.teacher_modes] + \
                        [(arm, args.teacher_modes[0]) for arm in ARMS if arm != "self_distill"]
                 for arm, mode in runs:
                     if arm == "none" and method != methods[0]:
@@ -171,8 +172,8 @@ def main() -> None:
                                                  progress=False)
                     loss = domain_loss(recovered, tokenizer, test[domain])
                     frame = task_metrics(recovered, tokenizer, args.metrics, domain, args.metric_limit)
-                    val_losses = [v for v in history["val_loss"].tolist() if v is not None and v == v]
-                    best_step = int(history["step"].iloc[val_losses.index(min(val_losses))]) if val_losses else 0
+                    evaluated = history.dropna(subset=["val_loss"])
+                    best_step = int(evaluated.loc[evaluated["val_loss"].astype(float).idxmin(), "step"]) if len(evaluated) else 0
                     rows.append({"domain": domain, "seed": seed, "arm": name, "test_loss": loss,
                                  "retained": retained(loss, base_test[domain]), "best_step": best_step,
                                  "steps_run": int(history["step"].max()) if len(history) else 0,
