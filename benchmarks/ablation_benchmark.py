@@ -156,7 +156,7 @@ def main() -> None:
             def pruned(calibration: str):
                 if calibration not in cache:
                     texts = curated["text"] if calibration == "curated" else pool["text"]
-                    cache[calibration] = prune(model, tokenizer, sample_texts(texts, 64, seed),
+                    cache[calibration] = prune(model, tokenizer, sample_texts(texts, defaults.prune.calibration_docs, seed),
                                                defaults.prune.replace(ratio=args.ratio, seed=seed), progress=False)[0]
                 return cache[calibration]
 
@@ -170,7 +170,7 @@ def main() -> None:
                     d = cache[data]
                     return [e.prompt for e in d.examples], d.responses
                 records = {"curated": curated, "random": pool.sample(len(curated), random_state=seed),
-                           "pool": pool.sample(args.steps * finetune_config.batch_size, random_state=seed)}[data]
+                           "pool": pool.sample(min(len(pool), args.steps * finetune_config.batch_size), random_state=seed)}[data]
                 examples = split_examples(records, tokenizer)
                 return [e.prompt for e in examples], [e.response for e in examples]
 

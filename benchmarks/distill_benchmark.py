@@ -155,7 +155,7 @@ def main() -> None:
                   f"keep rate {data[mode].keep_rate:.2f} at threshold {args.threshold}", flush=True)
         for seed in args.seeds:
             random_examples = split_examples(pool.sample(len(curated), random_state=seed), tokenizer)
-            pruned, plan, _ = prune(model, tokenizer, sample_texts(curated["text"], 64, seed),
+            pruned, plan, _ = prune(model, tokenizer, sample_texts(curated["text"], defaults.prune.calibration_docs, seed),
                                     defaults.prune.replace(ratio=args.ratio, seed=seed), progress=False)
             for method in methods:
                 runs = [("self_distill", mode) for mode in args.teacher_modes] + \
