@@ -188,7 +188,8 @@ def main() -> None:
     by, budget, task = {}, {}, {}
     for row in rows:
         by.setdefault(row["arm"], {}).setdefault(row["domain"], []).append(row["retained"])
-        budget.setdefault(row["arm"], {}).setdefault(row["domain"], []).append(row["best_step"])
+        if row["steps_run"]:  # trained arms only
+            budget.setdefault(row["arm"], {}).setdefault(row["domain"], []).append(row["best_step"])
         for key, cell in row["metrics"].items():
             task.setdefault(row["arm"], {}).setdefault(row["domain"], {}).setdefault(key, []).append(cell)
     retained_table_ = {arm: {d: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0}
