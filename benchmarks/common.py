@@ -1,9 +1,10 @@
 """What every benchmark shares: which model it measures, where its result goes, the pool sample it measures on.
 
 `--model` takes what `load_model` takes (a named model such as smollm2-135m, a folder, a cached hub
-id; default: the embedded tiny Llama). The embedded model's results go to benchmarks/results/<file>,
-any other model's to benchmarks/results/<name>/<file>, in the same shape plus a "model" key, so the
-two columns of the README's side-by-side table come from files of one shape. Stage settings a
+id; default: the embedded tiny Llama). The embedded model's results go to benchmarks/results/<file>
+(results/embedded-pool<N>/<file> when measured on a pool sample), any other model's to
+benchmarks/results/<name>/<file>, in the same shape plus a "model" key, so the columns of the
+README's side-by-side table come from files of one shape. Stage settings a
 script does not set itself come from the kit's defaults for that model (`default_sae_config`,
 `pipeline.default_config`), which for a named model carry the registry's measured defaults: no
 benchmark hard-codes one model's numbers. `--pool-per-domain N` measures on N random pool documents
@@ -49,9 +50,16 @@ def model_label(model: str | None) -> str:
 
 
 def result_path(args: argparse.Namespace, file_name: str) -> Path:
+    """--out, else results/<file> (the embedded model on the whole pool), results/embedded-pool<N>[-seed<S>]/<file>
+    (the embedded model on a pool sample, so the committed whole-pool files stay), or results/<model>/<file>."""
     if args.out is not None:
         return args.out
-    return RESULTS / file_name if args.model is None else RESULTS / model_label(args.model) / file_name
+    if args.model is not None:
+        return RESULTS / model_label(args.model) / file_name
+    per_domain = getattr(args, "pool_per_domain", None)
+    if per_domain is None:
+        return RESULTS / file_name
+    return RESULTS / f"embedded-pool{per_domain}{f'-seed{args.pool_seed}' if args.pool_seed else ''}" / file_name
 
 
 def sae_config(model: str | None, **overrides) -> SAEConfig:

@@ -8,9 +8,9 @@ Runs `finescope run [--model M] --domain math --run-dir ...` (this checkout's CL
 process, with an empty runs folder (FINESCOPE_RUNS_DIR pointed at a temporary one), so the SAE
 is trained and the pool encoded as on a fresh clone; then runs it again unchanged. Both times
 include interpreter start and the report. Per stage: the run folder's progress.json is polled
-every second, and each stage's time is from the previous stage's end to its own (the SAE is
-trained and the pool encoded inside "curate"; "start" is loading and the base evaluation's
-predecessors). Targets: the embedded model's demo within 20 minutes, a named model's run within
+every second, and each stage's time is from the previous stage's end to its own (the first stage,
+eval-base, includes interpreter start and loading the model; the SAE is trained and the pool
+encoded inside "curate"). Targets: the embedded model's demo within 20 minutes, a named model's run within
 90 minutes, and the rerun within 30 seconds, on the machine named in the result.
 """
 

@@ -21,6 +21,12 @@ def test_result_path_per_model():
     assert common.result_path(_args(["--model", "smollm2-135m"]), "pruning.json") == common.RESULTS / "smollm2-135m" / "pruning.json"
     assert common.result_path(_args(["--model", "/models/my-llama/"]), "sae.json") == common.RESULTS / "my-llama" / "sae.json"
     assert common.result_path(_args(["--model", "smollm2-135m", "--out", "/tmp/x.json"]), "sae.json") == Path("/tmp/x.json")
+    # the embedded model on a pool sample never overwrites its committed whole-pool file
+    assert common.result_path(_args(["--pool-per-domain", "1000"]), "curation.json") == common.RESULTS / "embedded-pool1000" / "curation.json"
+    assert common.result_path(_args(["--pool-per-domain", "1000", "--pool-seed", "2"]), "curation.json") == \
+        common.RESULTS / "embedded-pool1000-seed2" / "curation.json"
+    assert common.result_path(_args(["--model", "smollm2-135m", "--pool-per-domain", "1000"]), "curation.json") == \
+        common.RESULTS / "smollm2-135m" / "curation.json"
 
 
 def test_provenance_names_model_and_pool_sample(monkeypatch):
