@@ -1,8 +1,10 @@
-"""The paper's ablation table on the embedded default: which part of FineScope earns its keep?
-Writes benchmarks/results/ablation.json.
+"""The paper's ablation table: which part of FineScope earns its keep? Writes
+benchmarks/results/ablation.json (results/<model>/ablation.json for --model).
 
     python benchmarks/ablation_benchmark.py                       # math and code, 3 seeds
     python benchmarks/ablation_benchmark.py --domains math --seeds 0   # one column, one seed
+    python benchmarks/ablation_benchmark.py --model smollm2-135m --pool-per-domain 1000 --seeds 0 \
+        --teacher-modes continue rewrite --steps 600 --eval-every 25 --patience 3 --metrics cloze gsm8k humaneval mbpp
 
 Every row starts from the same embedded model and, where it is pruned, the same 30% budget with
 Taylor importance (calibration drawn by the seed). Fine-tuning rows train for the same steps with
@@ -13,13 +15,20 @@ the same LoRA settings, on prompt/response pairs cut from:
 - `finescope`: the curated documents with the teacher's regenerated responses where the filter keeps
   them, the student matching the teacher's next-token distributions on them (the kit's default);
 - `unpruned+curated`: the unpruned model fine-tuned like `pruned+curated` (an upper reference);
-- `finescope-generic-calibration`: FineScope with importance measured on a random pool sample.
-`unpruned` and `pruned` are not trained.
+- `finescope-generic-calibration`: FineScope with importance measured on a random pool sample;
+- `finescope-rewrite` (only with `--teacher-modes ... rewrite`): FineScope with the teacher restating
+  the original responses through the model's chat template instead of continuing the prompts.
+`unpruned` and `pruned` are not trained. Fine-tuning settings not given (method, learning rate,
+batch, LoRA shape) are the model's defaults (`pipeline.default_config`, the registry's for a named
+model), pruning likewise. With --patience every trained row stops when validation loss has not
+improved for that many evaluations and keeps its best weights (its best step is in the cell).
 
 Score: exp(-test loss) on the domain's held-out test documents (a per-token probability, chance 0),
 and `retained` = score / unpruned score (`evaluate.retained`). Cloze accuracy (chance 0.25) is
 recorded beside it; on this model pruning moves it by less than its sampling noise, so the loss
-score is the one the targets are judged on. Every cell is saved as it finishes under
+score is the one the targets are judged on. --metrics adds task metrics of `finescope_nb.evaluate`
+(gsm8k, math500, humaneval, mbpp...) per cell, each covering the domains it speaks to, under
+`task_metrics` with the unpruned model's score and whether it is above chance. Every cell is saved as it finishes under
 runs/ablation/, so the table can be built across several runs; fine-tuning resumes mid-run.
 """
 
@@ -40,29 +49,58 @@ sys.path.insert(0, str(ROOT))
 
 import math  # noqa: E402
 
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.stats import mean_std  # noqa: E402
 from finescope_nb.artifacts import write_json_atomic  # noqa: E402
 from finescope_nb.basemodel import hardware  # noqa: E402
 from finescope_nb.config import EvalConfig  # noqa: E402
-from finescope_nb.curate.workspace import curate_domain, default_workspace  # noqa: E402
-from finescope_nb.distill import FinetuneConfig, finetune, prepare, split_examples  # noqa: E402
-from finescope_nb.evaluate import domain_loss, heldout_sequences, retained  # noqa: E402
+from finescope_nb.curate.workspace import curate_domain  # noqa: E402
+from finescope_nb.distill import finetune, prepare, split_examples  # noqa: E402
+from finescope_nb.evaluate import domain_loss, evaluate, heldout_sequences, retained, retained_table  # noqa: E402
 from finescope_nb.evaluate.cloze import cloze_accuracy, domain_items  # noqa: E402
+from finescope_nb.evaluate.registry import METRICS  # noqa: E402
 from finescope_nb.lm import model_identity  # noqa: E402
-from finescope_nb.prune import PruneConfig, prune, sample_texts  # noqa: E402
+from finescope_nb.prune import prune, sample_texts  # noqa: E402
+from benchmarks.common import add_model_args, provenance, result_path, run_config, set_threads, workspace  # noqa: E402
 
-RESULT = ROOT / "benchmarks" / "results" / "ablation.json"
 CELLS = ROOT / "runs" / "ablation"
 ROWS = ("unpruned", "pruned", "pruned+random", "pruned+pool", "pruned+curated", "finescope", "unpruned+curated",
-        "finescope-generic-calibration")
+        "finescope-generic-calibration", "finescope-rewrite")
 # row -> (pruning calibration, training data); None: not pruned / not trained
 RECIPES = {
     "unpruned": (None, None), "pruned": ("curated", None), "pruned+random": ("curated", "random"),
     "pruned+pool": ("curated", "pool"), "pruned+curated": ("curated", "curated"), "finescope": ("curated", "distilled"),
     "unpruned+curated": (None, "curated"), "finescope-generic-calibration": ("generic", "distilled"),
+    "finescope-rewrite": ("curated", "distilled-rewrite"),
 }
+
+
+def task_metrics(cells: dict, rows: list[str]) -> dict:
+    """Per row, domain and metric/group: mean score over seeds, the unpruned score, whether that is above chance
+    (`evaluate.retained_table`'s rule), and retained there."""
+    out: dict = {}
+    for domain in sorted({d for d, _, _ in cells}):
+        frames = []
+        for row in rows:
+            found = [c["task_metrics"] for (d, r, _), c in cells.items() if d == domain and r == row and "task_metrics" in c]
+            for key in found[0] if found else ():
+                metric, group = key.split("/", 1)
+                frames.append({"metric": metric, "group": group, "n": found[0][key]["n"], "chance": found[0][key]["chance"],
+                               "model": row, "score": sum(f[key]["score"] for f in found) / len(found)})
+        if not frames:
+            continue
+        frame = pd.DataFrame(frames)
+        for row in rows[1:]:
+            if row not in set(frame["model"]):
+                continue
+            table = retained_table(frame[frame["model"].isin(["unpruned", row])], model=row, base="unpruned")
+            out.setdefault(row, {})[domain] = {
+                f"{r['metric']}/{r['group']}": {"score": float(r[row]), "base": float(r["unpruned"]), "above_chance": bool(r["above_chance"]),
+                                                "retained": None if r["retained"] != r["retained"] else float(r["retained"])}
+                for r in table.to_dict("records")}
+    return out
 
 
 def main() -> None:
@@ -70,25 +108,43 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.3)
     parser.add_argument("--domains", nargs="+", default=["math", "code"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS, help="rows to build (unpruned always is)")
+    add_model_args(parser)
+    parser.add_argument("--rows", nargs="+", default=None, choices=ROWS,
+                        help="rows to build (unpruned always is; default: the first 8, and finescope-rewrite with that mode)")
+    parser.add_argument("--teacher-modes", nargs="+", default=["continue"], choices=["continue", "rewrite"],
+                        help="rewrite adds the finescope-rewrite row")
     parser.add_argument("--m", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=60, help="fine-tuning steps (the most, with --patience)")
+    parser.add_argument("--eval-every", type=int, default=None, help="validation loss every this many steps (default: steps)")
+    parser.add_argument("--patience", type=int, default=None, help="stop after this many evaluations without improvement")
+    parser.add_argument("--eval-docs", type=int, default=30, help="validation documents per domain (for --patience)")
+    parser.add_argument("--metrics", nargs="*", default=["cloze"], help="task metrics beside test loss")
+    parser.add_argument("--metric-limit", type=int, default=100, help="items per metric group (cloze: all)")
     parser.add_argument("--test-docs", type=int, default=120)
     parser.add_argument("--teacher-temperature", type=float, default=None, help="sample the teacher (default: greedy)")
     parser.add_argument("--kd-weight", type=float, default=None,
                         help="FineScope rows: share of the loss matching the teacher's distributions (default: the kit's)")
     parser.add_argument("--cells", type=Path, default=CELLS)
-    parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    out_path = result_path(args, "ablation.json")
+    set_threads()
 
-    ws = default_workspace(progress=False)
+    defaults = run_config(args.model)
+    ws = workspace(args, progress=False)
     model, tokenizer, pool = ws.model, ws.tokenizer, ws.pool
-    finetune_config = FinetuneConfig(steps=args.steps, eval_every=args.steps)
+    finetune_config = defaults.finetune.replace(steps=args.steps, eval_every=args.eval_every or args.steps, patience=args.patience)
     test = heldout_sequences(tokenizer, EvalConfig(split="test", domains=tuple(args.domains), max_docs_per_domain=args.test_docs))
+    val = heldout_sequences(tokenizer, EvalConfig(split="validation", domains=tuple(args.domains), max_docs_per_domain=args.eval_docs)) \
+        if args.patience is not None else None
     kd_weight = finetune_config.kd_weight if args.kd_weight is None else args.kd_weight
-    tag = f"{model_identity(model)}-r{args.ratio}-m{args.m}-s{args.steps}-t{args.teacher_temperature}-kd{kd_weight}-d{args.test_docs}"
-    rows_wanted = ["unpruned"] + [r for r in args.rows if r != "unpruned"]  # every score is relative to it
+    extra = [m for m in args.metrics if m != "cloze"]
+    sample = f"-p{args.pool_per_domain}.{args.pool_seed}" if args.pool_per_domain else ""
+    stop = f"-e{finetune_config.eval_every}-pat{args.patience}-v{args.eval_docs}" if args.patience is not None else ""
+    tag = (f"{model_identity(model)}-r{args.ratio}-m{args.m}-s{args.steps}-t{args.teacher_temperature}-kd{kd_weight}"
+           f"-d{args.test_docs}{sample}{stop}{'-x' + '.'.join(extra) + f'.{args.metric_limit}' if extra else ''}"
+           f"-ft{finetune_config.config_hash()[:8]}-pr{defaults.prune.config_hash()[:8]}")
+    rows = args.rows or [r for r in ROWS if r != "finescope-rewrite" or "rewrite" in args.teacher_modes]
+    rows_wanted = ["unpruned"] + [r for r in rows if r != "unpruned"]  # every score is relative to it
     cells: dict[tuple[str, str, int], dict] = {}
 
     for domain in args.domains:
@@ -100,20 +156,21 @@ def main() -> None:
             def pruned(calibration: str):
                 if calibration not in cache:
                     texts = curated["text"] if calibration == "curated" else pool["text"]
-                    cache[calibration] = prune(model, tokenizer, sample_texts(texts, 64, seed),
-                                               PruneConfig(ratio=args.ratio, seed=seed), progress=False)[0]
+                    cache[calibration] = prune(model, tokenizer, sample_texts(texts, defaults.prune.calibration_docs, seed),
+                                               defaults.prune.replace(ratio=args.ratio, seed=seed), progress=False)[0]
                 return cache[calibration]
 
             def pairs(data: str):
-                if data == "distilled":
-                    if "distilled" not in cache:
+                if data.startswith("distilled"):
+                    if data not in cache:
                         sampled = args.teacher_temperature is not None
-                        cache["distilled"] = prepare(model, tokenizer, curated, curated.head(4), domain, do_sample=sampled,
-                                                     temperature=args.teacher_temperature or 1.0, seed=seed, progress=False)
-                    d = cache["distilled"]
+                        cache[data] = prepare(model, tokenizer, curated, None, domain, do_sample=sampled,
+                                              temperature=args.teacher_temperature or 1.0, seed=seed, progress=False,
+                                              mode="rewrite" if data == "distilled-rewrite" else "continue")
+                    d = cache[data]
                     return [e.prompt for e in d.examples], d.responses
                 records = {"curated": curated, "random": pool.sample(len(curated), random_state=seed),
-                           "pool": pool.sample(args.steps * finetune_config.batch_size, random_state=seed)}[data]
+                           "pool": pool.sample(min(len(pool), args.steps * finetune_config.batch_size), random_state=seed)}[data]
                 examples = split_examples(records, tokenizer)
                 return [e.prompt for e in examples], [e.response for e in examples]
 
@@ -125,35 +182,54 @@ def main() -> None:
                 start = time.perf_counter()
                 calibration, data = RECIPES[row]
                 student = model if calibration is None else pruned(calibration)
+                best_step = None
                 if data is not None:
                     prompts, responses = pairs(data)
-                    student, _ = finetune(student, tokenizer, prompts, responses,
-                                          finetune_config.replace(seed=seed, kd_weight=kd_weight), progress=False,
-                                          checkpoint=path.with_suffix(".pt"), teacher=model if data == "distilled" else None)
-                cell = {"test_loss": domain_loss(student, tokenizer, test[domain]), "cloze": cloze_accuracy(student, items),
-                        "seconds": time.perf_counter() - start}
+                    student, history = finetune(
+                        student, tokenizer, prompts, responses,
+                        finetune_config.replace(seed=seed, kd_weight=kd_weight,
+                                                teacher_mode="rewrite" if data == "distilled-rewrite" else "continue"),
+                        progress=False, checkpoint=path.with_suffix(".pt"),
+                        evaluate=None if val is None else (lambda m: domain_loss(m, tokenizer, val[domain])),
+                        teacher=model if data.startswith("distilled") else None)
+                    if val is not None:
+                        best_step = int(history.loc[history["val_loss"].astype(float).idxmin(), "step"])
+                cell = {"test_loss": domain_loss(student, tokenizer, test[domain]),
+                        "cloze": cloze_accuracy(student, items) if "cloze" in args.metrics else None,
+                        "best_step": best_step, "seconds": time.perf_counter() - start}
+                covering = [m for m in extra if domain in METRICS[m].domains]
+                if covering:
+                    frame = evaluate(student, tokenizer, metrics=covering, domains=[domain], limit=args.metric_limit)
+                    cell["task_metrics"] = {f"{r.metric}/{r.group}": {"score": float(r.score), "n": int(r.n), "chance": float(r.chance)}
+                                            for r in frame.itertuples()}
                 write_json_atomic(path, cell)
                 cells[domain, row, seed] = cell
-                print(f"{domain} seed {seed} {row:30s} loss {cell['test_loss']:.4f} cloze {cell['cloze']:.3f} "
-                      f"({cell['seconds']:.0f} s)", flush=True)
+                print(f"{domain} seed {seed} {row:30s} loss {cell['test_loss']:.4f} cloze {cell['cloze']} "
+                      f"{cell.get('task_metrics', '')} ({cell['seconds']:.0f} s)", flush=True)
 
     records = []
     for (domain, row, seed), cell in cells.items():
         base = cells[domain, "unpruned", seed]
         records.append({"row": row, "domain": domain, "seed": seed, "score": math.exp(-cell["test_loss"]),
                         "retained": retained(cell["test_loss"], base["test_loss"]), "cloze": cell["cloze"],
-                        "test_loss": cell["test_loss"]})
-    result = {
+                        "test_loss": cell["test_loss"], "best_step": cell.get("best_step")})
+    result = provenance(args) | {
         "domains": args.domains, "ratio": args.ratio, "seeds": args.seeds, "row_order": rows_wanted,
         "metric": "exp(-test loss): per-token probability on the domain's held-out test documents",
         "chance": 0.0,
         "rows": mean_std(records, "score", ("row", "domain")),
         "retained": mean_std(records, "retained", ("row", "domain")),
-        "cloze": {"chance": 0.25, "rows": mean_std(records, "cloze", ("row", "domain"))},
         "hardware": hardware(),
         "details": {"m": args.m, "steps": args.steps, "test_docs": args.test_docs, "finetune": finetune_config.to_dict(),
                     "teacher_temperature": args.teacher_temperature, "finescope_kd_weight": kd_weight, "cells": records},
     }
+    if "cloze" in args.metrics:
+        result["cloze"] = {"chance": 0.25, "rows": mean_std(records, "cloze", ("row", "domain"))}
+    if args.patience is not None:
+        result["budget"] = {"meaning": "step of the best validation loss (patience " f"{args.patience}, every {finetune_config.eval_every} steps)",
+                            "rows": mean_std([r for r in records if r["best_step"] is not None], "best_step", ("row", "domain"))}
+    if extra:
+        result["task_metrics"] = task_metrics(cells, rows_wanted)
     rows = result["rows"]
     targets = {}
     for d in args.domains:
@@ -163,7 +239,7 @@ def main() -> None:
                 if other in rows:
                     targets[f"{d}: finescope > {other}"] = rows["finescope"][d]["mean"] > rows[other][d]["mean"]
     result["targets_met"] = targets
-    write_json_atomic(args.out, result)
+    write_json_atomic(out_path, result)
     print(json.dumps({k: v for k, v in result.items() if k != "details"}, indent=2))
 
 

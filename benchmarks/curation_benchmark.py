@@ -1,18 +1,25 @@
 """Curation benchmark: retrieval quality of every selector (coarse domains, fine topics), scoring speed,
-and the ThresholdTuner's update time. Writes benchmarks/results/curation.json.
+and the ThresholdTuner's update time. Writes benchmarks/results/curation.json (results/<model>/ for --model).
 
     python benchmarks/curation_benchmark.py            # everything (needs the embedded base model)
     python benchmarks/curation_benchmark.py --speed    # only what needs no model: scoring speed, tuner update
+    python benchmarks/curation_benchmark.py --model smollm2-135m --pool-per-domain 1000   # a stated pool sample
+    python benchmarks/curation_benchmark.py --pool-per-domain 1000   # the embedded model on the same sample
 
 The kit's default SAE selector is named before anything is measured: mean-pooled codes, cosine
 to the seed centroid, no feature weighting (`curate.default_sae_selector`). Other poolings and the
 IDF / seed-enrichment weightings are reported as their own rows; the weighting the notes call best
-is chosen on tuning draws (seeds drawn with other random seeds than the reported ones).
+is chosen on tuning draws (seeds drawn with other random seeds than the reported ones). The paper's v3
+variant, an SAE on K=128 of the layer's coordinates chosen by Jacobian sensitivity (same layer and
+settings otherwise), is its own row, scored like the default selector on the same draws (--no-v3
+skips training it). Every selector sees the same pool: the whole pool, or --pool-per-domain N
+documents per domain; with a sample, a fine topic needs M_fine documents in it (not 200) to count.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import subprocess
@@ -32,12 +39,14 @@ from finescope_nb.artifacts import write_json_atomic  # noqa: E402
 from finescope_nb.curate import (DenseSelector, HashedNgramSelector, RandomSelector, SAESelector, SparseCodes,  # noqa: E402
                                  default_sae_selector, evaluate_selectors, summarize)
 from finescope_nb.sae.registry import SAEConfig  # noqa: E402
+from benchmarks.common import add_model_args, provenance, result_path, sae_config, set_threads  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "curation.json"
 SEEDS_PER_QUERY, DRAWS, TUNING_DRAWS = 10, 5, 3
 M = {"coarse": 500, "fine": 100}
 TOP_L = 64
-MIN_TOPIC_DOCS = 200
+MIN_TOPIC_DOCS = 200  # whole pool; a sample asks the fine M
+DEFAULT = "sae mean centroid (default)"
+V3 = "sae v3 jacobian K=128 mean centroid (paper v3)"
 
 
 def speed(n_docs: int = 1_000_000, d_sae: int = SAEConfig().d_sae, top_l: int = TOP_L, n_seeds: int = 50) -> dict:
@@ -82,88 +91,122 @@ def tuner_update_ms(scores: np.ndarray, labels: np.ndarray, target: str) -> floa
 
 
 @torch.no_grad()
-def embed(sae, model, tokenizer, texts, progress=False):
-    """One capture pass: dense mean-pooled hidden state and the SAE's mean / max pooled top-L codes."""
-    dense, codes = [], {"mean": [], "max": []}
-    for batch in capture(model, tokenizer, texts, sae.layer, sae.config.capture, progress=progress, total=len(texts)):
-        acts = batch.acts[sae.layer]
+def embed(saes: dict, model, tokenizer, texts, progress=False):
+    """One capture pass: dense mean-pooled hidden state and, per SAE (all at one layer), mean / max pooled top-L codes."""
+    layer = next(iter(saes.values())).layer
+    dense, codes = [], {(key, p): [] for key in saes for p in ("mean", "max")}
+    config = next(iter(saes.values())).config.capture
+    for batch in capture(model, tokenizer, texts, layer, config, progress=progress, total=len(texts)):
+        acts = batch.acts[layer]
         local = batch.doc_index - batch.tokens.doc_index[0]
         rows = len(batch.tokens.doc_index)
         dense.append(pool_per_document(acts, local, rows)[0])
-        for pooling, pooled in zip(("mean", "max"), pool_per_document(sae.encode(acts), local, rows)):
-            values, indices = pooled.topk(TOP_L, dim=1)
-            codes[pooling].append((indices.int().numpy(), values.numpy()))
-    sparse = {p: SparseCodes(np.concatenate([i for i, _ in parts]), np.concatenate([v for _, v in parts]), sae.d_sae)
-              for p, parts in codes.items()}
+        for key, sae in saes.items():
+            for pooling, pooled in zip(("mean", "max"), pool_per_document(sae.encode(acts), local, rows)):
+                values, indices = pooled.topk(TOP_L, dim=1)
+                codes[key, pooling].append((indices.int().numpy(), values.numpy()))
+    sparse = {k: SparseCodes(np.concatenate([i for i, _ in parts]), np.concatenate([v for _, v in parts]), saes[k[0]].d_sae)
+              for k, parts in codes.items()}
     return torch.cat(dense).numpy(), sparse
 
 
-def selectors():
+def selectors(v3: bool = True):
     sae = {
-        "sae mean centroid (default)": default_sae_selector(),
+        DEFAULT: default_sae_selector(),
         "sae mean centroid idf": default_sae_selector(weighting="idf"),
         "sae mean centroid enrichment": default_sae_selector(weighting="enrichment"),
         "sae mean max-over-seeds": SAESelector(pooling="mean", scoring="max"),
         "sae max max-over-seeds (paper)": SAESelector(pooling="max", scoring="max"),
-    }
+    } | ({V3: default_sae_selector()} if v3 else {})
     return sae | {"dense centred centroid": DenseSelector(centre=True), "dense centroid": DenseSelector(centre=False),
                   "dense max-over-seeds": DenseSelector(centre=False, scoring="max"),
                   "ngram dsir (per-ngram mean)": HashedNgramSelector(), "random": RandomSelector(seed=0)}
 
 
-def quality(progress: bool = True) -> dict:
-    from finescope_nb.lm import load_model, load_tokenizer
-    from finescope_nb.sae.cache import cached_sae, default_sae_config
+def inputs(name: str, selector, dense, codes, texts, n: int):
+    """What a selector scores: its SAE's codes at its pooling, the dense vectors, the texts, or the pool size."""
+    if isinstance(selector, SAESelector):
+        return codes["v3" if name == V3 else "default", selector.pooling]
+    return dense if isinstance(selector, DenseSelector) else texts if isinstance(selector, HashedNgramSelector) else n
 
-    model, tokenizer = load_model(), load_tokenizer()
-    sae = cached_sae(model, tokenizer, default_sae_config(), progress=progress)
-    pool = corpus.load_pool().to_pandas()
-    cache = paths.DEFAULT_RUNS_DIR / "curation-benchmark" / f"{sae.model_identity}-{sae.config.config_hash()}.npz"
+
+def quality(args, progress: bool = True) -> dict:
+    from finescope_nb.curate.workspace import pool_sample
+    from finescope_nb.lm import load_model, load_tokenizer
+    from finescope_nb.pipeline import fast_mode
+    from finescope_nb.sae.cache import cached_sae
+
+    m = {"coarse": args.m_coarse, "fine": args.m_fine}
+    model, tokenizer = load_model(args.model), load_tokenizer(args.model)
+    small = dict(heldout_docs=60, heldout_tokens=4_000, loss_tokens=2_000) if fast_mode() else {}
+    saes = {"default": cached_sae(model, tokenizer, sae_config(args.model), progress=progress, **small)}
+    if not args.no_v3:
+        saes["v3"] = cached_sae(model, tokenizer, sae_config(args.model, selection="jacobian", n_coordinates=128),
+                                progress=progress, **small)
+        if saes["v3"].layer != saes["default"].layer:
+            raise SystemExit(f"The v3 SAE sits at layer {saes['v3'].layer}, the default at {saes['default'].layer}; "
+                             "the benchmark compares them on one capture pass, so they must share the layer.")
+    sae = saes["default"]
+    pool = pool_sample(args.pool_per_domain, args.pool_seed)
+    keys = "-".join(f"{s.model_identity}-{s.config.config_hash()}" for s in saes.values())
+    digest = hashlib.sha256("\n".join(map(str, pool["id"])).encode()).hexdigest()[:12]
+    cache = paths.DEFAULT_RUNS_DIR / "curation-benchmark" / f"{keys}-{digest}.npz"
     if cache.is_file():
         data = np.load(cache)
         dense = data["dense"]
-        codes = {p: SparseCodes(data[f"{p}_indices"], data[f"{p}_values"], sae.d_sae) for p in ("mean", "max")}
+        codes = {(k, p): SparseCodes(data[f"{k}_{p}_indices"], data[f"{k}_{p}_values"], saes[k].d_sae) for k in saes for p in ("mean", "max")}
     else:
-        dense, codes = embed(sae, model, tokenizer, pool.text.tolist(), progress)
+        dense, codes = embed(saes, model, tokenizer, pool.text.tolist(), progress)
         cache.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache, dense=dense, **{f"{p}_{k}": getattr(c, k) for p, c in codes.items() for k in ("indices", "values")})
-    chosen = selectors()
-    prepared = {name: codes[s.pooling] if isinstance(s, SAESelector) else dense if isinstance(s, DenseSelector)
-                else s.prepare(pool.text.tolist()) if isinstance(s, HashedNgramSelector) else len(pool) for name, s in chosen.items()}
+        np.savez(cache, dense=dense, **{f"{k}_{p}_{a}": getattr(c, a) for (k, p), c in codes.items() for a in ("indices", "values")})
+    chosen = selectors(v3="v3" in saes)
+    texts = pool.text.tolist()
+    prepared = {name: s.prepare(texts) if isinstance(s, HashedNgramSelector) else inputs(name, s, dense, codes, texts, len(pool))
+                for name, s in chosen.items()}
     seeds_split = corpus.load_split("seeds").to_pandas()
     seeds_split = seeds_split[seeds_split.kind == "pool_style"]
 
     def seeds_for(column, offset):
         def draw(target, i):
             group = seeds_split[seeds_split[column] == target]
-            texts = group.sample(SEEDS_PER_QUERY, random_state=offset + i).text.tolist()
-            seed_dense, seed_codes = embed(sae, model, tokenizer, texts)
-            return {name: seed_codes[s.pooling] if isinstance(s, SAESelector) else seed_dense if isinstance(s, DenseSelector)
-                    else texts for name, s in chosen.items()}
+            seed_texts = group.sample(SEEDS_PER_QUERY, random_state=offset + i).text.tolist()
+            seed_dense, seed_codes = embed(saes, model, tokenizer, seed_texts)
+            return {name: inputs(name, s, seed_dense, seed_codes, seed_texts, len(seed_texts)) for name, s in chosen.items()}
         return draw
 
     domains = list(corpus.DOMAINS)
     coarse = evaluate_selectors(chosen, prepared, pool.domain.to_numpy(), domains, seeds_for("domain", 0),
-                                m=M["coarse"], draws=DRAWS, progress=progress)
+                                m=m["coarse"], draws=args.draws, progress=progress)
     counts = pool[pool.domain.isin(domains)].groupby("topic").size()
-    topics = sorted(t for t in counts[counts >= MIN_TOPIC_DOCS].index if (seeds_split.topic == t).sum() >= SEEDS_PER_QUERY)
+    min_topic_docs = MIN_TOPIC_DOCS if args.pool_per_domain is None else m["fine"]
+    topics = sorted(t for t in counts[counts >= min_topic_docs].index if (seeds_split.topic == t).sum() >= SEEDS_PER_QUERY)
     domain_of = pool.groupby("topic").domain.first()
     within = lambda topic: np.flatnonzero(pool.domain.to_numpy() == domain_of[topic])
     fine = evaluate_selectors(chosen, prepared, pool.topic.to_numpy(), topics, seeds_for("topic", 0),
-                              m=M["fine"], draws=DRAWS, candidates=within, progress=progress)
+                              m=m["fine"], draws=args.draws, candidates=within, progress=progress)
     sae_only = {n: s for n, s in chosen.items() if isinstance(s, SAESelector)}
     tuning = evaluate_selectors(sae_only, prepared, pool.topic.to_numpy(), topics, seeds_for("topic", 1000),
-                                m=M["fine"], draws=TUNING_DRAWS, candidates=within, progress=progress)
-    return report(coarse, fine, tuning, sae) | {"tuner_update_ms": tuner_update_ms(
-        default_sae_selector().fit(seeds_for("domain", 0)("math", 0)["sae mean centroid (default)"]).score(codes["mean"]),
+                                m=m["fine"], draws=TUNING_DRAWS, candidates=within, progress=progress)
+    out = report(coarse, fine, tuning, saes, m, args.draws)
+    out["pool_docs"], out["min_topic_docs"] = len(pool), min_topic_docs
+    return out | {"tuner_update_ms": tuner_update_ms(
+        default_sae_selector().fit(seeds_for("domain", 0)("math", 0)[DEFAULT]).score(codes["default", "mean"]),
         pool.domain.to_numpy(), "math")}
 
 
-def report(coarse, fine, tuning, sae) -> dict:
-    out = {"m": M, "seeds_per_query": SEEDS_PER_QUERY, "draws": DRAWS, "top_l": TOP_L,
-           "default_sae_selector": "sae mean centroid (default)",
-           "sae": {"layer": sae.layer, "d_sae": sae.d_sae, "k": sae.config.k, "metrics": {
-               k: sae.metrics.get(k) for k in ("explained_variance", "l0", "dead_fraction", "loss_recovered")}}}
+def _sae_info(sae) -> dict:
+    info = {"layer": sae.layer, "d_sae": sae.d_sae, "k": sae.config.k, "metrics": {
+        k: sae.metrics.get(k) for k in ("explained_variance", "l0", "dead_fraction", "loss_recovered")}}
+    if sae.config.selection is not None:
+        info |= {"selection": sae.config.selection, "n_coordinates": sae.config.n_coordinates}
+    return info
+
+
+def report(coarse, fine, tuning, saes, m: dict = M, draws: int = DRAWS) -> dict:
+    out = {"m": m, "seeds_per_query": SEEDS_PER_QUERY, "draws": draws, "top_l": TOP_L,
+           "default_sae_selector": DEFAULT, "sae": _sae_info(saes["default"])}
+    if "v3" in saes:
+        out["sae_v3"] = _sae_info(saes["v3"]) | {"row": V3}
     for key in ("precision_at_m", "precision_std", "auroc"):
         out[key] = {}
     for setting, results in (("coarse", coarse), ("fine", fine)):
@@ -173,8 +216,8 @@ def report(coarse, fine, tuning, sae) -> dict:
         macro = table.groupby("selector")[["precision_mean", "auroc_mean"]].mean().round(4)
         out.setdefault("macro", {})[setting] = macro.to_dict(orient="index")
     fine_table = summarize(fine)
-    sae_p = fine_table[fine_table.selector == out["default_sae_selector"]].set_index("target").precision_mean
-    dense_p = fine_table[fine_table.selector == "dense centred centroid"].set_index("target").precision_mean
+    by_topic = lambda name: fine_table[fine_table.selector == name].set_index("target").precision_mean
+    sae_p, dense_p = by_topic(DEFAULT), by_topic("dense centred centroid")
     tuned = summarize(tuning).groupby("selector").precision_mean.mean()
     out["fine_goal"] = {"sae_macro_precision": round(float(sae_p.mean()), 4),
                         "dense_centred_macro_precision": round(float(dense_p.mean()), 4),
@@ -182,18 +225,36 @@ def report(coarse, fine, tuning, sae) -> dict:
                         "topics": int(len(sae_p)),
                         "best_sae_variant_on_tuning_draws": tuned.idxmax(),
                         "tuning_draws_macro_precision": tuned.round(4).to_dict()}
-    coarse_sae = out["precision_at_m"]["coarse"][out["default_sae_selector"]]
+    if "v3" in saes:
+        v3_p = by_topic(V3)
+        out["fine_goal"] |= {"v3_macro_precision": round(float(v3_p.mean()), 4),
+                             "topics_where_v3_at_least_dense": int((v3_p >= dense_p.reindex(v3_p.index)).sum())}
+    coarse_sae = out["precision_at_m"]["coarse"][DEFAULT]
     out["coarse_goal"] = {"min_sae_precision": min(coarse_sae.values()), "target": 0.95}
+    macro = out["macro"]
+    out["verdict"] = {setting: {"best": max(macro[setting], key=lambda n: macro[setting][n]["precision_mean"]),
+                                "sae_default_minus_dense_centred": round(macro[setting][DEFAULT]["precision_mean"]
+                                                                         - macro[setting]["dense centred centroid"]["precision_mean"], 4)}
+                      | ({"sae_v3_minus_dense_centred": round(macro[setting][V3]["precision_mean"]
+                                                              - macro[setting]["dense centred centroid"]["precision_mean"], 4)}
+                         if "v3" in saes else {})
+                      for setting in ("coarse", "fine")}
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_args(parser)
     parser.add_argument("--speed", action="store_true", help="only the parts that need no model: scoring speed and memory, tuner update time")
+    parser.add_argument("--no-v3", action="store_true", help="leave out the paper's v3 row (it trains a second SAE)")
+    parser.add_argument("--m-coarse", type=int, default=M["coarse"], help="precision@M for the domains")
+    parser.add_argument("--m-fine", type=int, default=M["fine"], help="precision@M for the fine topics")
+    parser.add_argument("--draws", type=int, default=DRAWS, help="seed draws per target")
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    out = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-    out |= speed()
+    results = result_path(args, "curation.json")
+    set_threads()
+    out = json.loads(results.read_text()) if results.is_file() else {}
+    out |= provenance(args) | speed(d_sae=sae_config(args.model).d_sae)
     if args.speed and "tuner_update_note" in out:  # stand-in scores until the quality run measures it on real ones
         labels = corpus.load_pool().to_pandas().domain.to_numpy()
         scores = np.random.default_rng(0).random(len(labels)) + (labels == "math")
@@ -201,10 +262,10 @@ def main() -> None:
         out["tuner_update_note"] = f"{len(labels)} embedded-pool documents and labels, synthetic scores"
     elif not args.speed:
         out.pop("tuner_update_note", None)
-        out |= quality()
+        out |= quality(args)
     out["hardware"] = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
                        "threads": torch.get_num_threads(), "python": platform.python_version(), "torch": torch.__version__}
-    write_json_atomic(RESULTS, out)
+    write_json_atomic(results, out)
     print(json.dumps(out, indent=1)[:4000])
 
 

@@ -1,9 +1,12 @@
-"""Recovery benchmark on the embedded model: how much of the unpruned model's domain score each
-recovery arm brings back after 30% pruning, and how much batching speeds up the teacher.
-Writes benchmarks/results/distill.json.
+"""Recovery benchmark: how much of the unpruned model's domain score each recovery arm brings back
+after 30% pruning, and how much batching speeds up the teacher. Writes benchmarks/results/distill.json
+(results/<model>/distill.json for --model).
 
     python benchmarks/distill_benchmark.py                  # math and code, 3 seeds
     python benchmarks/distill_benchmark.py --seeds 0 --steps 60    # a quick look
+    python benchmarks/distill_benchmark.py --model smollm2-135m --pool-per-domain 1000 --seeds 0 \
+        --teacher-modes continue rewrite --methods lora full --steps 600 --eval-every 25 --patience 3 \
+        --metrics cloze gsm8k humaneval mbpp
 
 Per domain: the curated set (top M under the default SAE selector from 10 seeds) is split into
 prompt and response; the unpruned model regenerates every response greedily; the filter keeps
@@ -11,8 +14,16 @@ the teacher's response where it agrees with the original. Per seed: the model is
 Taylor importance on a curated calibration sample drawn by the seed, then each arm fine-tunes it
 for the same steps (self_distill, plain, random) or not at all (none). Score: "retained" from
 `evaluate.retained`, exp(-loss) over the unpruned model's exp(-loss) on the domain's test split
-(loss-based, since a 10M-parameter model sits at chance on benchmarks). Generation speed:
-batched teacher generation against one prompt at a time, side by side, same prompts.
+(loss-based, since a 10M-parameter model sits at chance on benchmarks). Beside it, --metrics (task
+metrics of `finescope_nb.evaluate`, e.g. cloze, gsm8k, humaneval) per row, with retained only where
+the unpruned model is above chance. Each --teacher-modes mode ("continue": the teacher continues
+the prompt; "rewrite": it restates the original response, which needs a chat template) is its own
+self_distill row ("self_distill" is the first mode's); each --methods method (lora, full) its own set
+of rows. --patience N stops an arm when validation loss has not improved for N evaluations (every
+--eval-every steps) and keeps its best weights: with a generous --steps, the step of the best
+validation loss per arm is the recovery budget the model needs (`budget`). Settings not given
+(method, learning rate, batch) are the model's fine-tuning defaults (`pipeline.default_config`).
+Generation speed: batched teacher generation against one prompt at a time, side by side, same prompts.
 """
 
 from __future__ import annotations
@@ -31,19 +42,49 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from finescope_nb.artifacts import write_json_atomic  # noqa: E402
 from finescope_nb.basemodel import hardware  # noqa: E402
 from finescope_nb.config import EvalConfig  # noqa: E402
-from finescope_nb.curate.workspace import curate_domain, default_workspace  # noqa: E402
-from finescope_nb.distill import FinetuneConfig, keep_rate_curve, prepare, run_arm, split_examples  # noqa: E402
-from finescope_nb.evaluate import domain_loss, heldout_sequences, retained  # noqa: E402
+from finescope_nb.curate.workspace import curate_domain  # noqa: E402
+from finescope_nb.distill import keep_rate_curve, prepare, run_arm, split_examples  # noqa: E402
+from finescope_nb.evaluate import domain_loss, evaluate, heldout_sequences, retained, retained_table  # noqa: E402
 from finescope_nb.generate import continue_texts  # noqa: E402
-from finescope_nb.prune import PruneConfig, prune, sample_texts  # noqa: E402
+from finescope_nb.prune import prune, sample_texts  # noqa: E402
+from benchmarks.common import add_model_args, provenance, result_path, run_config, set_threads, workspace  # noqa: E402
 
-RESULT = ROOT / "benchmarks" / "results" / "distill.json"
 ARMS = ("self_distill", "plain", "random", "none")
+
+
+def task_metrics(model, tokenizer, metrics, domain: str, limit: int | None):
+    """The --metrics that cover `domain`, one row per metric and group (empty when none covers it)."""
+    from finescope_nb.evaluate.registry import METRICS
+
+    names = [m for m in metrics if domain in METRICS[m].domains]
+    return evaluate(model, tokenizer, metrics=names, domains=[domain], limit=limit) if names else None
+
+
+def metric_scores(frame) -> dict:
+    return {} if frame is None else {f"{r.metric}/{r.group}": float(r.score) for r in frame.itertuples()}
+
+
+def retained_metrics(base, frame) -> dict:
+    """Per metric/group: the row's score, the unpruned one, whether that is above chance, and retained there."""
+    if base is None:
+        return {}
+    both = pd.concat([base.assign(model="base"), frame.assign(model="row")])
+    table = retained_table(both, model="row", base="base")
+    return {f"{r.metric}/{r.group}": {"score": float(r.row), "base": float(r.base), "above_chance": bool(r.above_chance),
+                                      "retained": None if r.retained != r.retained else float(r.retained)}
+            for r in table.itertuples()}
+
+
+def row_name(arm: str, mode: str, modes, method: str, methods) -> str:
+    """"self_distill" for the first teacher mode, "self_distill (rewrite)" for another; " [full]" for a second method."""
+    name = arm if arm != "self_distill" or mode == modes[0] else f"{arm} ({mode})"
+    return name if method == methods[0] else f"{name} [{method}]"
 
 
 def generation_speed(model, tokenizer, prompts, new_tokens: int = 32, batch_size: int = 16) -> dict:
@@ -69,76 +110,117 @@ def generation_speed(model, tokenizer, prompts, new_tokens: int = 32, batch_size
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_model_args(parser)
     parser.add_argument("--ratio", type=float, default=0.3)
     parser.add_argument("--domains", nargs="+", default=["math", "code"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--m", type=int, default=200)
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--method", default="lora")
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--steps", type=int, default=60, help="fine-tuning steps (the most, with --patience)")
+    parser.add_argument("--eval-every", type=int, default=None, help="validation loss every this many steps (default: steps / 3)")
+    parser.add_argument("--patience", type=int, default=None, help="stop after this many evaluations without improvement")
+    parser.add_argument("--methods", nargs="+", default=None, help="lora and/or full (default: the model's fine-tuning method)")
+    parser.add_argument("--lr", type=float, default=None, help="default: the model's fine-tuning default")
     parser.add_argument("--threshold", type=float, default=0.2)
+    parser.add_argument("--teacher-modes", nargs="+", default=["continue"], choices=["continue", "rewrite"])
+    parser.add_argument("--metrics", nargs="*", default=[], help="task metrics beside test loss (e.g. cloze gsm8k humaneval)")
+    parser.add_argument("--metric-limit", type=int, default=100, help="items per metric group")
     parser.add_argument("--eval-docs", type=int, default=30, help="validation documents per domain for the curves")
     parser.add_argument("--test-docs", type=int, default=80)
-    parser.add_argument("--out", type=Path, default=RESULT)
+    parser.add_argument("--speed-prompts", type=int, default=32, help="prompts of the generation speed comparison")
     args = parser.parse_args()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    out_path = result_path(args, "distill.json")
+    set_threads()
 
-    ws = default_workspace()
+    defaults = run_config(args.model)
+    methods = args.methods or [defaults.finetune.method]
+    finetune_config = defaults.finetune.replace(steps=args.steps, eval_every=args.eval_every or max(args.steps // 3, 1),
+                                                patience=args.patience, **({"lr": args.lr} if args.lr is not None else {}))
+    ws = workspace(args)
     model, tokenizer, pool = ws.model, ws.tokenizer, ws.pool
-    finetune_config = FinetuneConfig(method=args.method, steps=args.steps, lr=args.lr, eval_every=max(args.steps // 3, 1))
     val = heldout_sequences(tokenizer, EvalConfig(split="validation", domains=tuple(args.domains), max_docs_per_domain=args.eval_docs))
     test = heldout_sequences(tokenizer, EvalConfig(split="test", domains=tuple(args.domains), max_docs_per_domain=args.test_docs))
     base_test = {d: domain_loss(model, tokenizer, test[d]) for d in args.domains}
+    base_metrics = {d: task_metrics(model, tokenizer, args.metrics, d, args.metric_limit) for d in args.domains}
 
     rows, keep, curves, histories = [], {}, {}, {}
     for domain in args.domains:
         curated = curate_domain(ws, domain, args.m)
-        start = time.perf_counter()
-        data = prepare(model, tokenizer, curated, pool.sample(len(curated), random_state=0), domain, threshold=args.threshold,
-                       progress=False)
-        keep[domain] = data.keep_rate
-        curves[domain] = keep_rate_curve(data.agreement).round(3).to_dict("list")
-        print(f"{domain}: teacher regenerated {len(data.examples)} responses in {time.perf_counter() - start:.0f} s, "
-              f"keep rate {data.keep_rate:.2f} at threshold {args.threshold}", flush=True)
+        data = {}
+        for mode in args.teacher_modes:
+            start = time.perf_counter()
+            data[mode] = prepare(model, tokenizer, curated, None, domain, threshold=args.threshold, progress=False, mode=mode)
+            keep.setdefault(mode, {})[domain] = data[mode].keep_rate
+            curves.setdefault(mode, {})[domain] = keep_rate_curve(data[mode].agreement).round(3).to_dict("list")
+            print(f"{domain}: teacher ({mode}) regenerated {len(data[mode].examples)} responses in {time.perf_counter() - start:.0f} s, "
+                  f"keep rate {data[mode].keep_rate:.2f} at threshold {args.threshold}", flush=True)
         for seed in args.seeds:
-            data.random_examples = split_examples(pool.sample(len(curated), random_state=seed), tokenizer)
-            pruned, plan, _ = prune(model, tokenizer, sample_texts(curated["text"], 64, seed), PruneConfig(ratio=args.ratio, seed=seed),
-                                    progress=False)
-            for arm in ARMS:
-                start = time.perf_counter()
-                recovered, history = run_arm(pruned, tokenizer, data, arm, finetune_config.replace(seed=seed), teacher=model,
-                                             evaluate=lambda m: domain_loss(m, tokenizer, val[domain]), progress=False)
-                loss = domain_loss(recovered, tokenizer, test[domain])
-                rows.append({"domain": domain, "seed": seed, "arm": arm, "test_loss": loss, "retained": retained(loss, base_test[domain]),
-                             "seconds": time.perf_counter() - start})
-                histories[f"{domain}/{seed}/{arm}"] = history.to_dict("list")
-                print(f"  seed {seed} {arm:12s} test loss {loss:.3f} retained {rows[-1]['retained']:.3f} "
-                      f"({rows[-1]['seconds']:.0f} s)", flush=True)
+            random_examples = split_examples(pool.sample(len(curated), random_state=seed), tokenizer)
+            pruned, plan, _ = prune(model, tokenizer, sample_texts(curated["text"], defaults.prune.calibration_docs, seed),
+                                    defaults.prune.replace(ratio=args.ratio, seed=seed), progress=False)
+            for method in methods:
+                runs = [("self_distill", mode) for mode in args.teacher_modes] + \
+                       [(arm, args.teacher_modes[0]) for arm in ARMS if arm != "self_distill"]
+                for arm, mode in runs:
+                    if arm == "none" and method != methods[0]:
+                        continue  # not trained: the same model whatever the method
+                    name = row_name(arm, mode, args.teacher_modes, method, methods)
+                    data[mode].random_examples = random_examples
+                    start = time.perf_counter()
+                    recovered, history = run_arm(pruned, tokenizer, data[mode], arm,
+                                                 finetune_config.replace(seed=seed, method=method, teacher_mode=mode),
+                                                 teacher=model, evaluate=lambda m: domain_loss(m, tokenizer, val[domain]),
+                                                 progress=False)
+                    loss = domain_loss(recovered, tokenizer, test[domain])
+                    frame = task_metrics(recovered, tokenizer, args.metrics, domain, args.metric_limit)
+                    evaluated = history.dropna(subset=["val_loss"])
+                    best_step = int(evaluated.loc[evaluated["val_loss"].astype(float).idxmin(), "step"]) if len(evaluated) else 0
+                    rows.append({"domain": domain, "seed": seed, "arm": name, "test_loss": loss,
+                                 "retained": retained(loss, base_test[domain]), "best_step": best_step,
+                                 "steps_run": int(history["step"].max()) if len(history) else 0,
+                                 "metrics": retained_metrics(base_metrics[domain], frame) if frame is not None else {},
+                                 "seconds": time.perf_counter() - start})
+                    histories[f"{domain}/{seed}/{name}"] = history.to_dict("list")
+                    print(f"  seed {seed} {name:28s} test loss {loss:.3f} retained {rows[-1]['retained']:.3f} best step "
+                          f"{best_step} ({rows[-1]['seconds']:.0f} s) {metric_scores(frame)}", flush=True)
 
-    prompts = [e.prompt for e in split_examples(curate_domain(ws, args.domains[0], 32), tokenizer)]
+    prompts = [e.prompt for e in split_examples(curate_domain(ws, args.domains[0], args.speed_prompts), tokenizer)]
     speed = generation_speed(model, tokenizer, prompts)
-    by = {}
+    by, budget, task = {}, {}, {}
     for row in rows:
         by.setdefault(row["arm"], {}).setdefault(row["domain"], []).append(row["retained"])
-    retained_table = {arm: {d: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0}
-                            for d, v in per.items()} for arm, per in by.items()}
-    result = {"hardware": hardware(), "domains": args.domains, "ratio": args.ratio, "seeds": args.seeds,
-              "score": "loss: retained = exp(-test loss) / exp(-unpruned test loss), evaluate.retained",
-              "retained": retained_table, "keep_rate": keep,
-              "generation_tokens_per_s_batched": speed["generation_tokens_per_s_batched"],
-              "generation_speedup_batched": speed["generation_speedup_batched"],
-              "details": {"finetune": finetune_config.to_dict(), "threshold": args.threshold, "curated_m": args.m,
-                          "unpruned_test_loss": base_test, "rows": rows, "keep_rate_curve": curves, "speed": speed,
-                          "histories": histories}}
+        if row["steps_run"]:  # trained arms only
+            budget.setdefault(row["arm"], {}).setdefault(row["domain"], []).append(row["best_step"])
+        for key, cell in row["metrics"].items():
+            task.setdefault(row["arm"], {}).setdefault(row["domain"], {}).setdefault(key, []).append(cell)
+    retained_table_ = {arm: {d: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0}
+                             for d, v in per.items()} for arm, per in by.items()}
+    task_table = {arm: {d: {key: {"score": float(np.mean([c["score"] for c in cells])), "base": cells[0]["base"],
+                                  "above_chance": cells[0]["above_chance"],
+                                  "retained": float(np.mean([c["retained"] for c in cells])) if cells[0]["above_chance"] else None}
+                            for key, cells in per_key.items()} for d, per_key in per.items()} for arm, per in task.items()}
+    result = provenance(args) | {
+        "hardware": hardware(), "domains": args.domains, "ratio": args.ratio, "seeds": args.seeds,
+        "score": "loss: retained = exp(-test loss) / exp(-unpruned test loss), evaluate.retained",
+        "retained": retained_table_, "keep_rate": keep[args.teacher_modes[0]], "keep_rate_by_mode": keep,
+        "teacher_modes": args.teacher_modes, "methods": methods,
+        "budget": {"meaning": "step of the best validation loss per arm, per seed" + ("" if args.patience else
+                                                                                       " (no --patience: the run did not stop early)"),
+                   "steps": budget},
+        "task_metrics": task_table,
+        "generation_tokens_per_s_batched": speed["generation_tokens_per_s_batched"],
+        "generation_speedup_batched": speed["generation_speedup_batched"],
+        "details": {"finetune": finetune_config.to_dict(), "threshold": args.threshold, "curated_m": args.m,
+                    "unpruned_test_loss": base_test, "rows": rows, "keep_rate_curve": curves, "speed": speed,
+                    "metric_limit": args.metric_limit, "histories": histories}}
     targets = {}
     for d in args.domains:
-        sd = retained_table["self_distill"][d]["mean"]
+        sd = retained_table_["self_distill"][d]["mean"]
         targets[f"{d}: self_distill retained >= 0.9"] = sd >= 0.9
         for other in ("plain", "random"):
-            targets[f"{d}: self_distill > {other}"] = sd > retained_table[other][d]["mean"]
+            targets[f"{d}: self_distill > {other}"] = sd > retained_table_[other][d]["mean"]
     targets["batched generation >= 3x"] = speed["generation_speedup_batched"] >= 3
     result["targets_met"] = targets
-    write_json_atomic(args.out, result)
+    write_json_atomic(out_path, result)
     print(json.dumps({k: v for k, v in result.items() if k != "details"}, indent=2))
 
 

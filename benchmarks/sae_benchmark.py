@@ -1,14 +1,17 @@
-"""SAE-stage benchmark on the embedded model: capture speed, SAE quality, encoding memory.
+"""SAE-stage benchmark: capture speed, SAE quality, encoding memory (embedded model, or --model).
 
-Writes benchmarks/results/sae.json (the issue's keys plus hardware) and prints the details behind
+Writes benchmarks/results/sae.json (or results/<model>/sae.json; the issue's keys plus hardware) and prints the details behind
 them (held-out token count, fraction of the loss gap recovered, full-forward speed, encoding RSS)
 and which targets were met. Targets (issue 3): explained variance >= 0.8 with <= 10% dead
 features on >= 200k held-out tokens, spliced loss recovering >= 80% of the zero-ablation gap,
 early-exit capture >= 1.5x a full forward that collects the same layer, and peak RSS of encoding
 the pool vs a 10x replicated pool within 25%. Runs ~10-15 min on 2 CPU cores; not part of CI.
+The SAE is the model's default (`default_sae_config(model=...)`, the registry's measured one for a
+named model); --layer, --d-sae, --k and --train-tokens override it.
 
     python benchmarks/sae_benchmark.py                # the default SAE
     python benchmarks/sae_benchmark.py --train-tokens 300000 --heldout-tokens 50000   # a quick look
+    python benchmarks/sae_benchmark.py --model smollm2-135m --encode-docs 200
 """
 
 from __future__ import annotations
@@ -29,13 +32,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from finescope_nb.activations import capture, default_layer  # noqa: E402
+from finescope_nb.artifacts import write_json_atomic  # noqa: E402
 from finescope_nb.basemodel import hardware  # noqa: E402
 from finescope_nb.lm import load_model, load_tokenizer  # noqa: E402
-from finescope_nb.sae import LayerSAE, SAEConfig, evaluate_sae, train_sae  # noqa: E402
+from finescope_nb.sae import LayerSAE, evaluate_sae, train_sae  # noqa: E402
 from finescope_nb.sae.layer_sae import META_FILE  # noqa: E402
-from finescope_nb.sae.cache import default_sae_config, sae_dir, shuffled_texts  # noqa: E402
-
-RESULT = ROOT / "benchmarks" / "results" / "sae.json"
+from finescope_nb.sae.cache import sae_dir, shuffled_texts  # noqa: E402
+from benchmarks.common import add_model_args, provenance, result_path, sae_config  # noqa: E402
 
 ENCODE_SCRIPT = """
 import json, sys
@@ -92,21 +95,23 @@ def encode_rss(model_path, sae_dir: Path, texts_file: Path, docs: int, reps: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="model folder or cached hub id (default: the embedded model)")
-    parser.add_argument("--train-tokens", type=int, default=SAEConfig().train_tokens)
-    parser.add_argument("--d-sae", type=int, default=SAEConfig().d_sae)
-    parser.add_argument("--k", type=int, default=SAEConfig().k)
-    parser.add_argument("--layer", type=int, default=None)
+    add_model_args(parser, pool=False)
+    parser.add_argument("--train-tokens", type=int, default=None, help="default: the model's default SAE's")
+    parser.add_argument("--d-sae", type=int, default=None, help="default: the model's default SAE's")
+    parser.add_argument("--k", type=int, default=None, help="default: the model's default SAE's")
+    parser.add_argument("--layer", type=int, default=None, help="default: the model's default SAE's")
     parser.add_argument("--heldout-tokens", type=int, default=200_000)
     parser.add_argument("--loss-tokens", type=int, default=50_000)
     parser.add_argument("--encode-docs", type=int, default=1000)
-    parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args()
+    out_path = result_path(args, "sae.json")
 
     model, tokenizer = load_model(args.model), load_tokenizer(args.model)
-    layer = default_layer(model) if args.layer is None else args.layer
-    config = SAEConfig(layer=args.layer, d_sae=args.d_sae, k=args.k, train_tokens=args.train_tokens)
-    result = {"hardware": hardware(), "layer": layer}
+    default = sae_config(args.model)
+    config = default.replace(**{name: value for name, value in (("layer", args.layer), ("d_sae", args.d_sae), ("k", args.k),
+                                                                ("train_tokens", args.train_tokens)) if value is not None})
+    layer = default_layer(model) if config.layer is None else config.layer
+    result = provenance(args) | {"hardware": hardware(), "layer": layer}
 
     speed_texts = shuffled_texts("validation", 1, 200)
     result.update(capture_speed(model, tokenizer, speed_texts, layer, config.capture))
@@ -114,7 +119,7 @@ def main() -> None:
           f"{result['full_forward_tokens_per_s']:.0f} tok/s full ({result['capture_speedup_vs_full_forward']:.2f}x)", flush=True)
 
     start = time.perf_counter()
-    cache = sae_dir(model, config) if config == default_sae_config() and args.model is None else None
+    cache = sae_dir(model, config) if config == default else None  # the default SAE: the one later stages use
     if cache is not None and (cache / META_FILE).is_file():
         sae, train_seconds = LayerSAE.load(cache, model), None  # trained by an earlier run of this script
     else:
@@ -158,8 +163,7 @@ def main() -> None:
         "capture_speedup >= 1.5 (layer < n_layers / 2)": result["capture_speedup_vs_full_forward"] >= 1.5 and 2 * layer < model.config.num_hidden_layers,
         "encode RSS 10x within 25%": abs(rss_10 / rss_1 - 1) < 0.25,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(out_path, result)
     print(json.dumps({"result": result, "details": details, "targets_met": targets}, indent=2))
 
 

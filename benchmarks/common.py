@@ -1,0 +1,98 @@
+"""What every benchmark shares: which model it measures, where its result goes, the pool sample it measures on.
+
+`--model` takes what `load_model` takes (a named model such as smollm2-135m, a folder, a cached hub
+id; default: the embedded tiny Llama). The embedded model's results go to benchmarks/results/<file>
+(results/embedded-pool<N>/<file> when measured on a pool sample), any other model's to
+benchmarks/results/<name>/<file>, in the same shape plus a "model" key, so the columns of the
+README's side-by-side table come from files of one shape. Stage settings a
+script does not set itself come from the kit's defaults for that model (`default_sae_config`,
+`pipeline.default_config`), which for a named model carry the registry's measured defaults: no
+benchmark hard-codes one model's numbers. `--pool-per-domain N` measures on N random pool documents
+per domain (`pool_sample(N, seed)`), the same documents whichever model is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+
+from finescope_nb.config import ModelConfig, RunConfig
+from finescope_nb.curate.workspace import Workspace, cached_pool_codes, pool_sample
+from finescope_nb.lm import load_model, load_tokenizer
+from finescope_nb.models.registry import NAMED_MODELS
+from finescope_nb.pipeline import default_config, fast_mode
+from finescope_nb.sae import SAEConfig
+from finescope_nb.sae.cache import cached_sae, default_sae_config
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def add_model_args(parser: argparse.ArgumentParser, pool: bool = True) -> None:
+    """--model and --out (and, for scripts that curate from the pool, --pool-per-domain and --pool-seed)."""
+    parser.add_argument("--model", default=None,
+                        help="a named model (e.g. smollm2-135m), a model folder or a cached hub id (default: the embedded model)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="result file (default: benchmarks/results/<file>, or benchmarks/results/<model>/<file> for another model)")
+    if pool:
+        parser.add_argument("--pool-per-domain", type=int, default=None,
+                            help="measure on N random pool documents per domain (default: the whole pool)")
+        parser.add_argument("--pool-seed", type=int, default=0, help="the seed that draws the pool sample")
+
+
+def model_label(model: str | None) -> str:
+    """"embedded" for the embedded model, the registry name for a named one, else the folder's or hub id's last part."""
+    if model is None:
+        return "embedded"
+    return model if model in NAMED_MODELS else Path(str(model).rstrip("/")).name
+
+
+def result_path(args: argparse.Namespace, file_name: str) -> Path:
+    """--out, else results/<file> (the embedded model on the whole pool), results/embedded-pool<N>[-seed<S>]/<file>
+    (the embedded model on a pool sample, so the committed whole-pool files stay), or results/<model>/<file>."""
+    if args.out is not None:
+        return args.out
+    if args.model is not None:
+        return RESULTS / model_label(args.model) / file_name
+    per_domain = getattr(args, "pool_per_domain", None)
+    if per_domain is None:
+        return RESULTS / file_name
+    return RESULTS / f"embedded-pool{per_domain}{f'-seed{args.pool_seed}' if args.pool_seed else ''}" / file_name
+
+
+def sae_config(model: str | None, **overrides) -> SAEConfig:
+    """The kit's default SAE for this model (the small one under FINESCOPE_FAST, for smoke runs)."""
+    return default_sae_config(fast=fast_mode(), model=model, **overrides)
+
+
+def run_config(model: str | None, domain: str = "math") -> RunConfig:
+    """The kit's stage configs for this model (the registry's measured ones for a named model)."""
+    return default_config(domain, model=ModelConfig(path=model))
+
+
+def workspace(args: argparse.Namespace, progress: bool = True) -> Workspace:
+    """Model, its default SAE, the pool (or the stated sample of it) and the pool's codes, all cached.
+
+    Under FINESCOPE_FAST (smoke runs) the small SAE is trained and scored on a few thousand tokens."""
+    model, tokenizer = load_model(args.model), load_tokenizer(args.model)
+    small = dict(heldout_docs=60, heldout_tokens=4_000, loss_tokens=2_000) if fast_mode() else {}
+    sae = cached_sae(model, tokenizer, sae_config(args.model), progress=progress, **small)
+    pool = pool_sample(args.pool_per_domain, args.pool_seed)
+    return Workspace(model, tokenizer, sae, pool, cached_pool_codes(sae, model, tokenizer, pool, progress=progress))
+
+
+def provenance(args: argparse.Namespace) -> dict:
+    """The keys every result file carries about what was measured: the model and the pool sample."""
+    out = {"model": model_label(args.model), "fast": fast_mode()}
+    if hasattr(args, "pool_per_domain"):
+        out["pool"] = {"per_domain": args.pool_per_domain, "seed": args.pool_seed} if args.pool_per_domain else "whole pool"
+    return out
+
+
+def set_threads() -> int:
+    """Two torch threads (the machine the results were measured on), fewer where OMP_NUM_THREADS or the CPU says so."""
+    cap = int(os.environ.get("OMP_NUM_THREADS") or 2)
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1, cap)))
+    return torch.get_num_threads()

@@ -1,0 +1,63 @@
+"""benchmarks/common.py: where each model's results go and what every result file says about its model and pool."""
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from benchmarks import common
+from finescope_nb.config import PruneConfig
+from finescope_nb.sae.cache import default_sae_config
+
+
+def _args(argv):
+    parser = argparse.ArgumentParser()
+    common.add_model_args(parser)
+    return parser.parse_args(argv)
+
+
+def test_result_path_per_model():
+    assert common.result_path(_args([]), "pruning.json") == common.RESULTS / "pruning.json"
+    assert common.result_path(_args(["--model", "smollm2-135m"]), "pruning.json") == common.RESULTS / "smollm2-135m" / "pruning.json"
+    assert common.result_path(_args(["--model", "/models/my-llama/"]), "sae.json") == common.RESULTS / "my-llama" / "sae.json"
+    assert common.result_path(_args(["--model", "smollm2-135m", "--out", "/tmp/x.json"]), "sae.json") == Path("/tmp/x.json")
+    # the embedded model on a pool sample never overwrites its committed whole-pool file
+    assert common.result_path(_args(["--pool-per-domain", "1000"]), "curation.json") == common.RESULTS / "embedded-pool1000" / "curation.json"
+    assert common.result_path(_args(["--pool-per-domain", "1000", "--pool-seed", "2"]), "curation.json") == \
+        common.RESULTS / "embedded-pool1000-seed2" / "curation.json"
+    assert common.result_path(_args(["--model", "smollm2-135m", "--pool-per-domain", "1000"]), "curation.json") == \
+        common.RESULTS / "smollm2-135m" / "curation.json"
+
+
+def test_provenance_names_model_and_pool_sample(monkeypatch):
+    monkeypatch.delenv("FINESCOPE_FAST", raising=False)
+    assert common.provenance(_args([])) == {"model": "embedded", "fast": False, "pool": "whole pool"}
+    got = common.provenance(_args(["--model", "smollm2-135m", "--pool-per-domain", "1000", "--pool-seed", "3"]))
+    assert got == {"model": "smollm2-135m", "fast": False, "pool": {"per_domain": 1000, "seed": 3}}
+
+
+def test_stage_defaults_come_from_the_registry(monkeypatch):
+    monkeypatch.delenv("FINESCOPE_FAST", raising=False)
+    from finescope_nb.models import registry
+
+    entry = registry.NAMED_MODELS["smollm2-135m"]
+    measured = {"sae": {"layer": 14, "d_sae": 2048}, "run": {"prune": {"channel_multiple": 64, "head_unit": "query"}}}
+    monkeypatch.setitem(registry.NAMED_MODELS, "smollm2-135m", type(entry)(**{**vars(entry), "defaults": measured}))
+    assert common.sae_config("smollm2-135m") == default_sae_config(model="smollm2-135m")
+    assert (common.sae_config("smollm2-135m").layer, common.sae_config("smollm2-135m").d_sae) == (14, 2048)
+    assert common.run_config("smollm2-135m").prune == PruneConfig(channel_multiple=64, head_unit="query")
+    assert common.run_config(None).prune == PruneConfig()
+
+
+@pytest.mark.parametrize("omp, expected", [("1", 1), ("", 2)])
+def test_threads_capped_by_omp(monkeypatch, omp, expected):
+    import os
+
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    try:
+        assert common.set_threads() == min(expected, os.cpu_count() or 1)
+    finally:
+        torch.set_num_threads(before)
