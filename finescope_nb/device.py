@@ -39,5 +39,25 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def model_device(model) -> torch.device:
-    """Where the model's weights are, which is where every stage computes."""
+    """Where the model's weights are, which is where every stage computes. For a model placed with a
+    device_map (`load_model(..., device_map=...)`) it is where its inputs go: the first accelerator in
+    the map, or the CPU when the map holds only the CPU and the disk (offloaded blocks run there)."""
+    placement = getattr(model, "hf_device_map", None)
+    if placement and len(set(placement.values())) > 1 or placement and "disk" in placement.values():
+        on = [d for d in placement.values() if d not in ("cpu", "disk")]
+        return torch.device(f"cuda:{on[0]}" if isinstance(on[0], int) else on[0]) if on else torch.device("cpu")
     return next(model.parameters()).device
+
+
+def offloaded(module) -> bool:
+    """Whether this module's own weights are kept off the device (CPU or disk offload under a device_map):
+    they are read in only for the module's forward, so they hold no values between calls and gather no .grad."""
+    return any(p.device.type == "meta" for p in module.parameters(recurse=False))
+
+
+def parameter_values(module) -> dict[str, torch.Tensor]:
+    """The module's own weights by name, with values even when they are offloaded (read from the
+    offload store that Accelerate's placement hook keeps beside the module)."""
+    store = getattr(getattr(module, "_hf_hook", None), "weights_map", None)
+    return {name: store[name] if p.device.type == "meta" and store is not None else p.detach()
+            for name, p in module.named_parameters(recurse=False)}
