@@ -35,6 +35,7 @@ RUN_EXAMPLES = textwrap.dedent("""\
       finescope run --seeds my_seeds.txt                # your own seed examples, one per line
       finescope run --metrics cloze mmlu gsm8k humaneval --metric-limit 20   # more metrics, 20 items per group
       finescope run --model path/to/local/model --corpus my_corpus.jsonl --domain math
+      accelerate launch --multi_gpu --num_processes 8 -m finescope_nb.cli run --domain math   # data-parallel, see docs/SCALING.md
     """)
 TRAIN_BASE_EXAMPLES = textwrap.dedent("""\
     examples:
@@ -90,7 +91,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="task metrics beside perplexity (default: cloze); any of perplexity, cloze, mmlu, arc, gsm8k, "
                           "math500, humaneval, mbpp")
     run.add_argument("--metric-limit", type=int, default=None, help="items per group for those metrics (default: 100)")
-    run.add_argument("--device", default="auto", help="auto (CUDA when there is a GPU, else the CPU), cpu or cuda (default: auto)")
+    run.add_argument("--device", default=None, help="auto (CUDA when there is a GPU, else the CPU), cpu or cuda (default: auto; "
+                     "under `accelerate launch` each process uses the device the launcher gives it)")
+    run.add_argument("--device-map", default=None, choices=("auto", "balanced", "sequential"),
+                     help="place a model too large for one device over the GPUs, the CPU and the disk with Accelerate "
+                          "(one process; not together with --device)")
     run.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                      help="compute precision; bfloat16 on CUDA only (default: float32)")
 
@@ -147,7 +152,7 @@ def _cmd_run(args) -> None:
         cfg = cfg.replace(eval=cfg.eval.replace(metrics=tuple(m for m in args.metrics if m != "perplexity")))
     if args.metric_limit is not None:
         cfg = cfg.replace(eval=cfg.eval.replace(metric_limit=args.metric_limit))
-    result = pipeline.run(cfg, args.run_dir, device=args.device, dtype=args.dtype)
+    result = pipeline.run(cfg, args.run_dir, device=args.device, dtype=args.dtype, device_map=args.device_map)
     print(f"\nPerplexity per domain ({cfg.eval.split} split): base model, pruned by {cfg.prune.ratio:.0%} for {cfg.domain}, "
           "recovered by self-distillation; retained = exp(-loss) / exp(-base loss):")
     print(result.table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

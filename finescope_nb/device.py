@@ -7,9 +7,14 @@ become NumPy arrays or files. So choosing the device is one decision, made when 
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
+from finescope_nb import distributed
 from finescope_nb.errors import FinescopeError
+
+log = logging.getLogger("finescope")
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -26,6 +31,27 @@ def resolve_device(name: str = "auto") -> torch.device:
         raise FinescopeError(f"--device {name} was requested but torch sees no CUDA GPU on this machine "
                              f"(torch {torch.__version__}); use --device cpu or --device auto.")
     return torch.device(name)
+
+
+def run_device(device: str | None = None, device_map=None) -> torch.device | None:
+    """The one device rule. Under a launcher each process computes on the device the launcher gave it
+    (a `device` naming another is overruled, with a warning); without one `device` applies ('auto' when
+    None). A `device_map` places one model over several devices instead (None is returned), and is
+    refused together with a `device` and under a launcher."""
+    if device is not None and device_map is not None:
+        raise FinescopeError(f"--device {device} and a device_map were both given; a device_map already places every "
+                             "block, so pass one of them.")
+    if device_map is not None:
+        if distributed.launched():
+            raise FinescopeError("A device_map spreads one model over devices, but under a launcher every process holds "
+                                 "its own whole model; run a device_map model in one process.")
+        return None
+    if not distributed.launched():
+        return resolve_device(device or "auto")
+    given = distributed.device()
+    if device not in (None, "auto") and resolve_device(device) != given:
+        log.warning("--device %s is overruled under the launcher: process %d computes on %s.", device, distributed.rank(), given)
+    return given
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:

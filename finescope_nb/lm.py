@@ -26,6 +26,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from .adapters import Adapter, get_adapter, unsupported_reason
+from .device import parameter_values
 from .errors import FinescopeError
 from .paths import DEFAULT_MODEL_DIR
 
@@ -331,6 +332,9 @@ def model_identity(model) -> str:
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(root.state_dict().items()):
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        if tensor.device.type == "meta":  # offloaded under a device_map: its values are in the offload store
+            module, _, own = name.rpartition(".")
+            tensor = parameter_values(root.get_submodule(module))[own]
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()[:16]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from finescope_nb import paths
+from finescope_nb import distributed, paths
 from finescope_nb.activations import ActivationConfig
 from finescope_nb.corpus import load_pool, load_split
 from finescope_nb.errors import FinescopeError
@@ -63,8 +63,17 @@ def cached_sae(model, tokenizer, config: SAEConfig, runs_dir: str | Path | None 
                heldout_tokens: int = 200_000, loss_tokens: int = 50_000, progress: bool = True) -> LayerSAE:
     """Load the SAE of this model and config from the runs folder, or train, evaluate and save it."""
     folder = sae_dir(model, config, runs_dir)
-    if (folder / META_FILE).is_file():
+    if distributed.broadcast((folder / META_FILE).is_file()):
         return LayerSAE.load(folder, model)
+    sae = None
+    with distributed.main_only("SAE training (sae-lens, one process)") as main:
+        if main:
+            sae = _train_and_save(model, tokenizer, config, folder, heldout_docs, heldout_tokens, loss_tokens, progress)
+    return sae if sae is not None else LayerSAE.load(folder, model)
+
+
+def _train_and_save(model, tokenizer, config: SAEConfig, folder: Path, heldout_docs: int, heldout_tokens: int,
+                    loss_tokens: int, progress: bool) -> LayerSAE:
     partial = folder.with_name(folder.name + ".partial")
     docs_needed = config.train_tokens // max(config.capture.max_length // 2, 1) + 1
     texts = shuffled_texts("pool", config.seed, docs_needed)
