@@ -125,7 +125,7 @@ def main() -> None:
            "--docs", str(args.docs), "--calibration-docs", str(args.calibration_docs), "--max-length", str(args.max_length)]
     _run(own)
     _run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-          "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29531", *own])
+          "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29531", *own[1:]])
     one, two = (torch.load(work / f"result-{n}.pt", weights_only=True) for n in (1, 2))
     worst = max(float(((two[k][i] - one[k][i]).abs() / one[k][i].abs().clamp_min(1e-12)).max())
                 for k in ("heads", "channels") for i in one[k])

@@ -20,6 +20,7 @@ from interrupts import Interrupt  # noqa: E402
 from finescope_nb import distributed  # noqa: E402
 from finescope_nb.config import FinetuneConfig, PruneConfig  # noqa: E402
 from finescope_nb.curate.workspace import cached_pool_codes  # noqa: E402
+from finescope_nb.device import run_device  # noqa: E402
 from finescope_nb.distill.finetune import finetune  # noqa: E402
 from finescope_nb.distill.split import Example  # noqa: E402
 from finescope_nb.distill.teacher import regenerate  # noqa: E402
@@ -111,6 +112,11 @@ def _refusals(sae, model, tok, out: Path) -> list[str]:
         pipeline.run(config, out / "run", progress=False)
     except FinescopeError as exc:
         said.append(str(exc))
+    try:
+        run_device(None, "auto")  # a device_map spreads one model; data-parallel processes each hold a whole one
+    except FinescopeError as exc:
+        said.append(str(exc))
+    said.append(str(run_device("auto")))  # the launcher's device
     return said
 
 

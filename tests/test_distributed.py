@@ -99,9 +99,11 @@ def test_a_run_interrupted_under_two_processes_resumes_under_one(launched, alone
 
 def test_processes_that_disagree_are_refused_before_any_work(launched):
     out, two, _ = launched
-    pool, config = two["refusals"]
+    pool, config, device_map, device = two["refusals"]
     one_sentence(pool, "Process 1", "pool", "texts")
     one_sentence(config, "Process 1", "config", "prune.ratio", "0.4", "0.3")
+    one_sentence(device_map, "device_map", "launcher")
+    assert device == "cpu"  # the launcher's device (gloo on a machine without GPUs)
     assert not (out / "other").exists() and not (out / "run").exists()
 
 
