@@ -126,7 +126,7 @@ class RunFolder:
         if distributed.broadcast((folder / "DONE").exists()):
             return load(folder)
         result = compute()
-        with distributed.main_only(f"Saving stage {name}") as main:
+        with distributed.main_only(None) as main:
             if main:
                 with atomic_path(folder) as tmp:
                     tmp.mkdir(parents=True)

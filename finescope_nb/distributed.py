@@ -138,10 +138,11 @@ def _short(value: Any) -> str:
 
 
 @contextmanager
-def main_only(what: str) -> Iterator[bool]:
+def main_only(what: str | None) -> Iterator[bool]:
     """A step that does not split (SAE training, planning, surgery, writing the run folder): the main
-    process does it while the others wait at the end of the block; yields whether this process is main."""
-    if launched() and is_main():
+    process does it while the others wait at the end of the block; yields whether this process is main.
+    `what` names the step in the log (None: a plain write, not worth a line)."""
+    if launched() and is_main() and what:
         log.warning("%s runs on the main process; the other %d process(es) wait.", what, world_size() - 1)
     try:
         yield is_main()
@@ -151,8 +152,8 @@ def main_only(what: str) -> Iterator[bool]:
 
 def prepare(model, optimizer):
     """(model, optimizer) ready for data-parallel training: Accelerate's DistributedDataParallel wrapper,
-    which averages gradients over processes in the backward; unchanged without a launcher.
-    `unwrap` gives the trained model back."""
+    which averages gradients over processes in the backward, around the same modules (train the wrapper,
+    keep using the model itself for everything else); unchanged without a launcher."""
     if not launched():
         return model, optimizer
     from accelerate import Accelerator
@@ -160,7 +161,3 @@ def prepare(model, optimizer):
     accelerator = Accelerator(cpu=device().type == "cpu")
     return accelerator.prepare(model, optimizer)
 
-
-def unwrap(model):
-    """The model inside a data-parallel wrapper (itself when there is none)."""
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model

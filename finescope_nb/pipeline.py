@@ -141,6 +141,7 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
     config = config or default_config()
     check_domain(config.domain)
     distributed.agree("config", _flat(config.to_dict()))  # before any work: every process must run the same config
+    progress = progress and distributed.is_main()  # one set of progress bars, not one per process
     where = run_device(device, device_map)
     precision = resolve_dtype(dtype, where if where is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     placement = {"device": where} if where is not None else {"device_map": device_map}

@@ -120,7 +120,7 @@ def encode_corpus(sae: LayerSAE, model, tokenizer, texts: Iterable[str], doc_ids
     mine = distributed.shard(len(texts), config.batch_size)
     local = list(_pooled_rows(sae, model, tokenizer, texts[mine.start:mine.stop], config, top_l, progress, len(mine))) if mine else []
     rows = distributed.gather_in_order(local)
-    with distributed.main_only("Writing the pooled codes") as main:
+    with distributed.main_only(None) as main:
         if main:
             _write_codes(sae, out_dir, top_l, rows, doc_ids)
     return PooledCodes.load(out_dir)
