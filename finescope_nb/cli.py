@@ -133,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args) -> None:
-    from finescope_nb import pipeline
+    from finescope_nb import distributed, pipeline
     from finescope_nb.config import CorpusConfig, ModelConfig
     from finescope_nb.report import write_report
 
@@ -153,6 +153,8 @@ def _cmd_run(args) -> None:
     if args.metric_limit is not None:
         cfg = cfg.replace(eval=cfg.eval.replace(metric_limit=args.metric_limit))
     result = pipeline.run(cfg, args.run_dir, device=args.device, dtype=args.dtype, device_map=args.device_map)
+    if not distributed.is_main():
+        return  # under a launcher the main process reports
     print(f"\nPerplexity per domain ({cfg.eval.split} split): base model, pruned by {cfg.prune.ratio:.0%} for {cfg.domain}, "
           "recovered by self-distillation; retained = exp(-loss) / exp(-base loss):")
     print(result.table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
