@@ -86,6 +86,7 @@ def broadcast(value: Any) -> Any:
     """The main process's `value`, on every process (what main decided, e.g. which shards are missing)."""
     if not launched():
         return value
+    _state()  # the process group exists once Accelerate's state does
     box = [value]
     torch.distributed.broadcast_object_list(box, src=0)
     return box[0]

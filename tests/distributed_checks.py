@@ -27,12 +27,15 @@ from finescope_nb.distill.teacher import regenerate  # noqa: E402
 from finescope_nb.errors import FinescopeError  # noqa: E402
 from finescope_nb.evaluate.perplexity import domain_loss, domain_perplexity, tokenize_texts  # noqa: E402
 from finescope_nb.prune import compute_importance  # noqa: E402
-from finescope_nb.sae import LayerSAE  # noqa: E402
+from finescope_nb.activations import ActivationConfig  # noqa: E402
+from finescope_nb.sae import LayerSAE, SAEConfig  # noqa: E402
+from finescope_nb.sae.cache import cached_sae  # noqa: E402
 
 TEXTS = tm.texts(30, seed=4)
 POOL = pd.DataFrame({"id": [f"d{i}" for i in range(len(TEXTS))], "text": TEXTS})
 PRUNE = PruneConfig(calibration_docs=30, batch_size=4, first_layer=0, last_layer=2, criterion="taylor2")
 LORA = FinetuneConfig(method="lora", lora_rank=4, steps=2, batch_size=4, eval_every=1, lr=1e-2, warmup_steps=1, max_length=64)
+SAE = SAEConfig(layer=1, d_sae=32, k=4, train_tokens=1024, batch_size=128, capture=ActivationConfig(max_length=32, batch_size=8))
 RESUMED = LORA.replace(steps=4, eval_every=2)  # interrupted at step 4 under the launcher, after the step-2 checkpoint
 
 
@@ -50,6 +53,8 @@ def trained_state(model) -> dict:
 
 def run_checks(out: Path, sae_folder: Path, launched: bool) -> dict:
     model, tok = tm.llama(), tm.tokenizer()
+    trained = cached_sae(model, tok, SAE, runs_dir=out / "sae-runs", heldout_docs=8, heldout_tokens=200, loss_tokens=100,
+                         progress=False)  # capture split over the processes, training on the main one
     sae = LayerSAE.load(sae_folder, model)
     codes = cached_pool_codes(sae, model, tok, POOL, top_l=8, runs_dir=out / "runs", progress=False, shard_docs=12)
     scores = compute_importance(model, tok, TEXTS, PRUNE, progress=False)
@@ -62,6 +67,7 @@ def run_checks(out: Path, sae_folder: Path, launched: bool) -> dict:
     regenerated = regenerate(model, tok, examples, max_new_tokens=6, batch_size=1, progress=False)  # two chunks of 4
     ppl = domain_perplexity(model, tok, sequences={"math": seqs, "code": seqs[:5]}, progress=False)
     results = {
+        "sae": {k: v.detach().clone() for k, v in trained.sae.state_dict().items()},
         "doc_ids": list(codes.doc_ids),
         "codes": {f"{p}_{kind}": torch.from_numpy(getattr(codes, kind)[p][:].copy()) for p in ("mean", "max")
                   for kind in ("indices", "values")},
