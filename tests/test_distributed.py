@@ -3,11 +3,11 @@ results; a model placed with a device_map that keeps half its blocks on disk giv
 results; the device rule's refusals."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 
@@ -31,6 +31,13 @@ def one_sentence(message: str, *words):
         assert word in message, (word, message)
 
 
+def free_port() -> int:
+    """A port nobody listens on now (other test runs on this machine may be launching too)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def sae_folder(tmp_path_factory):
     model, tok = tm.llama(), tm.tokenizer()
@@ -46,7 +53,7 @@ def launched(sae_folder, tmp_path_factory):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
     env.pop("WORLD_SIZE", None)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
                str(ROOT / "tests" / "distributed_checks.py"), str(out), str(sae_folder)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
