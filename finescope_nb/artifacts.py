@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
+from finescope_nb import distributed
 from finescope_nb.config import Config, RunConfig
 from finescope_nb.errors import FinescopeError
 
@@ -101,7 +102,9 @@ class RunFolder:
                 f"Folder {str(self.path)!r} is not empty and is not a finescope run folder; "
                 "choose an empty or new folder for the run."
             )
-        write_text_atomic(run_file, config.to_json())
+        distributed.barrier()  # every process has checked the folder before the main process writes into it
+        if distributed.is_main():
+            write_text_atomic(run_file, config.to_json())
 
     def stage_dir(self, name: str, key: str) -> Path:
         return self.path / "stages" / f"{name}-{key}"
@@ -114,16 +117,22 @@ class RunFolder:
         save: Callable[[R, Path], None],
         load: Callable[[Path], R],
     ) -> R:
-        """Load stage `name` under `key` if it finished before; else compute, save atomically, return."""
+        """Load stage `name` under `key` if it finished before; else compute, save atomically, return.
+
+        Under a launcher every process computes (the stage splits its work inside) and only the main
+        process saves; a compute that returns None on the other processes (a step only the main process
+        does) has them load what the main process saved."""
         folder = self.stage_dir(name, key)
-        if (folder / "DONE").exists():
+        if distributed.broadcast((folder / "DONE").exists()):
             return load(folder)
         result = compute()
-        with atomic_path(folder) as tmp:
-            tmp.mkdir(parents=True)
-            save(result, tmp)
-            (tmp / "DONE").write_text(key + "\n")
-        return result
+        with distributed.main_only(None) as main:
+            if main:
+                with atomic_path(folder) as tmp:
+                    tmp.mkdir(parents=True)
+                    save(result, tmp)
+                    (tmp / "DONE").write_text(key + "\n")
+        return result if result is not None else load(folder)
 
     def checkpoint_dir(self, name: str, key: str) -> Path:
         """A scratch folder where a long stage keeps checkpoints to resume after interruption."""

@@ -37,6 +37,7 @@ RUN_EXAMPLES = textwrap.dedent("""\
       finescope run --metrics cloze mmlu gsm8k humaneval --metric-limit 20   # more metrics, 20 items per group
       finescope run --model path/to/local/model --corpus my_corpus.jsonl --domain math
       finescope run --corpus pool.jsonl --seeds seeds.txt --domain "clinical notes" --eval heldout.jsonl
+      accelerate launch --multi_gpu --num_processes 8 -m finescope_nb.cli run --domain math   # data-parallel, see docs/SCALING.md
     """)
 CURATE_EXAMPLES = textwrap.dedent("""\
     examples:
@@ -99,7 +100,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="task metrics beside perplexity (default: cloze); any of perplexity, cloze, mmlu, arc, gsm8k, "
                           "math500, humaneval, mbpp")
     run.add_argument("--metric-limit", type=int, default=None, help="items per group for those metrics (default: 100)")
-    run.add_argument("--device", default="auto", help="auto (CUDA when there is a GPU, else the CPU), cpu or cuda (default: auto)")
+    run.add_argument("--device", default=None, help="auto (CUDA when there is a GPU, else the CPU), cpu or cuda (default: auto; "
+                     "under `accelerate launch` each process uses the device the launcher gives it)")
+    run.add_argument("--device-map", default=None, choices=("auto", "balanced", "sequential"),
+                     help="place a model too large for one device over the GPUs, the CPU and the disk with Accelerate "
+                          "(one process; not together with --device)")
     run.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                      help="compute precision; bfloat16 on CUDA only (default: float32)")
 
@@ -189,7 +194,7 @@ def _cmd_curate(args) -> None:
 
 
 def _cmd_run(args) -> None:
-    from finescope_nb import pipeline
+    from finescope_nb import distributed, pipeline
     from finescope_nb.config import CorpusConfig, ModelConfig
     from finescope_nb.report import write_report
 
@@ -209,7 +214,9 @@ def _cmd_run(args) -> None:
     if args.metric_limit is not None:
         cfg = cfg.replace(eval=cfg.eval.replace(metric_limit=args.metric_limit))
     cfg = _own_data_config(cfg, args)
-    result = pipeline.run(cfg, args.run_dir, device=args.device, dtype=args.dtype)
+    result = pipeline.run(cfg, args.run_dir, device=args.device, dtype=args.dtype, device_map=args.device_map)
+    if not distributed.is_main():
+        return  # under a launcher the main process reports
     print(f"\nPerplexity per domain ({cfg.eval.split} split): base model, pruned by {cfg.prune.ratio:.0%} for {cfg.domain}, "
           "recovered by self-distillation; retained = exp(-loss) / exp(-base loss):")
     print(result.table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))

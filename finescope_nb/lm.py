@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from .adapters import Adapter, get_adapter, unsupported_reason
+from .device import parameter_values
 from .errors import FinescopeError
 from .paths import DEFAULT_MODEL_DIR
 
@@ -157,7 +159,7 @@ def _reshaped_class(config, adapter: Adapter, shapes: list[dict[str, int]]):
     return type(base.__name__, (base,), {"__init__": __init__, "__module__": base.__module__})
 
 
-def _load_weights(folder: Path, config, adapter: Adapter, dtype: torch.dtype) -> PreTrainedModel:
+def _load_weights(folder: Path, config, adapter: Adapter, dtype: torch.dtype, **placement) -> PreTrainedModel:
     """from_pretrained, reshaped per finescope_shapes.json when present, and strict about keys."""
     model_class = AutoModelForCausalLM
     shapes_path = folder / SHAPES_FILE
@@ -171,8 +173,8 @@ def _load_weights(folder: Path, config, adapter: Adapter, dtype: torch.dtype) ->
         model_class = _reshaped_class(config, adapter, shapes)
     try:
         model, info = model_class.from_pretrained(
-            folder, config=config, dtype=dtype, use_safetensors=True, local_files_only=True, output_loading_info=True
-        )
+            folder, config=config, dtype=dtype, use_safetensors=True, local_files_only=True, output_loading_info=True,
+            **placement)
     except (OSError, RuntimeError, ValueError) as exc:
         raise FinescopeError(f"Cannot load the model in {str(folder)!r} ({_first_line(exc)}); check that its weights match config.json and {SHAPES_FILE}.") from exc
     problems = {kind: sorted(keys)[:3] for kind, keys in info.items() if keys}
@@ -182,17 +184,27 @@ def _load_weights(folder: Path, config, adapter: Adapter, dtype: torch.dtype) ->
     return model
 
 
-def load_model(path_or_id=None, *, dtype: torch.dtype = torch.float32, device="cpu") -> PreTrainedModel:
+def load_model(path_or_id=None, *, dtype: torch.dtype = torch.float32, device=None, device_map=None,
+               offload_folder: str | Path | None = None) -> PreTrainedModel:
     """A causal LM in eval mode from a local folder, a cached hub id, or the embedded default (None).
 
     Safetensors only, no remote code, and strict: a missing, unexpected or misshapen weight is an
     error rather than a randomly initialised tensor. Folders with finescope_shapes.json (pruned
     models whose config cannot describe their layers) get their layers resized before loading.
+
+    `device` puts the whole model on one device (default the CPU). `device_map` instead places it
+    with Accelerate for a model that fits no single device: "auto", "balanced", "sequential", or a
+    {module name: device | "cpu" | "disk"} dict whose entries are whole decoder blocks or modules
+    outside them; "disk" entries are kept in `offload_folder` (a temporary folder when not given)
+    and read in as their block runs. The two are exclusive.
     """
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise FinescopeError(f"dtype must be a floating torch.dtype such as torch.float32, got {dtype!r}.")
+    if device is not None and device_map is not None:
+        raise FinescopeError(f"Pass either device ({device!r}) or device_map, not both: a device_map already says where "
+                             "every part of the model goes.")
     try:
-        device = torch.device(device)
+        device = torch.device(device if device is not None else "cpu")
     except (RuntimeError, TypeError) as exc:
         raise FinescopeError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}.") from exc
     folder = _resolve(path_or_id)
@@ -200,7 +212,35 @@ def load_model(path_or_id=None, *, dtype: torch.dtype = torch.float32, device="c
     adapter = get_adapter(config)
     if not any(folder.glob("*.safetensors")):
         raise FinescopeError(f"{str(folder)!r} has no *.safetensors weights; the kit loads only safetensors, so re-save the model with save_pretrained.")
-    return _load_weights(folder, config, adapter, dtype).to(device).eval()
+    if device_map is None:
+        return _load_weights(folder, config, adapter, dtype).to(device).eval()
+    placement = placement_kwargs(config, adapter, device_map, offload_folder)
+    return _load_weights(folder, config, adapter, dtype, **placement).eval()
+
+
+def placement_kwargs(config, adapter: Adapter, device_map, offload_folder) -> dict:
+    """from_pretrained's placement arguments, after refusing a map that cuts a decoder block in parts:
+    the kit's hooks (capture, importance, early exit) act on whole blocks, whose inputs and outputs
+    Accelerate moves between devices, but not on the insides of one."""
+    if isinstance(device_map, str):
+        if device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
+            raise FinescopeError(f"Unknown device_map {device_map!r}; use 'auto', 'balanced', 'sequential' or a "
+                                 "{module name: device} dict.")
+    elif isinstance(device_map, dict):
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config)
+        names = {id(m): n for n, m in skeleton.named_modules()}
+        blocks = [names[id(b)] for b in adapter.decoder_layers(skeleton)]
+        inside = next((k for k in device_map for b in blocks if k.startswith(b + ".")), None)
+        if inside is not None:
+            raise FinescopeError(f"device_map entry {inside!r} places part of a decoder block; place whole blocks "
+                                 f"(such as {blocks[0]!r}) so that the kit's hooks see each block on one device.")
+    else:
+        raise FinescopeError(f"device_map must be a string such as 'auto' or a dict of module name -> device, got {device_map!r}.")
+    kwargs = {"device_map": device_map}
+    if isinstance(device_map, str) or "disk" in device_map.values():
+        kwargs["offload_folder"] = str(offload_folder or tempfile.mkdtemp(prefix="finescope-offload-"))
+    return kwargs
 
 
 def _declared_tokenizer_class(folder: Path):
@@ -292,6 +332,9 @@ def model_identity(model) -> str:
     digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(root.state_dict().items()):
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        if tensor.device.type == "meta":  # offloaded under a device_map: its values are in the offload store
+            module, _, own = name.rpartition(".")
+            tensor = parameter_values(root.get_submodule(module))[own]
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()[:16]
 

@@ -30,8 +30,9 @@ import torch
 from finescope_nb.adapters import get_adapter
 from finescope_nb.artifacts import PROGRESS_FILE, RunFolder, atomic_path, stage_key, write_json_atomic
 from finescope_nb.config import RunConfig
+from finescope_nb import distributed
 from finescope_nb.curate.workspace import cached_pool_codes, curate_top
-from finescope_nb.device import resolve_device, resolve_dtype
+from finescope_nb.device import resolve_dtype, run_device
 from finescope_nb.distill import prepare, run_arm
 from finescope_nb.evaluate import (domain_loss, domain_perplexity, evaluate as evaluate_metrics, heldout_sequences, retained,
                                    tokenize_texts)
@@ -86,17 +87,34 @@ def _save_frame(df: pd.DataFrame, folder: Path, name: str) -> None:
     df.to_csv(folder / name, index=False)
 
 
+def _flat(data: dict, prefix: str = "") -> dict:
+    """A nested config dict as {"prune.ratio": 0.3, ...}, so a difference between processes can be named."""
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _write_json(path: Path, data) -> None:
+    if distributed.is_main():  # only the main process writes the run folder
+        write_json_atomic(path, data)
+
+
 def _metric_frames(model, tokenizer, cfg, checkpoints: Path) -> pd.DataFrame:
     """Every task metric of `cfg` that covers one of its domains, each saved to `checkpoints` as it finishes,
     so a rerun skips finished ones."""
     frames = []
     for name in covering(cfg.metrics, cfg.domains) if cfg.metrics else ():
         done = checkpoints / f"{name}.csv"
-        if not done.is_file():
-            df = evaluate_metrics(model, tokenizer, [name], cfg.domains, limit=cfg.metric_limit, batch_size=cfg.batch_size,
-                                  split=cfg.split)
-            with atomic_path(done) as tmp:
-                df.to_csv(tmp, index=False)
+        with distributed.main_only(f"Metric {name}") as main:  # task metrics do not split; perplexity does
+            if main and not done.is_file():
+                df = evaluate_metrics(model, tokenizer, [name], cfg.domains, limit=cfg.metric_limit, batch_size=cfg.batch_size,
+                                      split=cfg.split)
+                with atomic_path(done) as tmp:
+                    df.to_csv(tmp, index=False)
         frames.append(pd.read_csv(done))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -117,34 +135,43 @@ def _own_metric_frames(model, tokenizer, config: RunConfig, texts: list[str], ch
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def run(config: RunConfig | None = None, run_dir: str | Path | None = None, progress: bool = True, device: str = "auto",
-        dtype: str = "float32") -> RunResult:
+def run(config: RunConfig | None = None, run_dir: str | Path | None = None, progress: bool = True, device: str | None = None,
+        dtype: str = "float32", device_map=None) -> RunResult:
     """Run every stage on `config`, reusing cached stage results (and mid-stage checkpoints) in `run_dir`.
 
-    `device` ("auto": CUDA when there is a GPU, else the CPU) and `dtype` ("bfloat16" on CUDA only) say
-    where and in what precision every stage computes; they are not part of the cache keys."""
+    `device` (None or "auto": CUDA when there is a GPU, else the CPU) and `dtype` ("bfloat16" on CUDA only)
+    say where and in what precision every stage computes; they are not part of the cache keys. `device_map`
+    ("auto", ...) places a model too large for one device with Accelerate instead of `device`.
+
+    Under `accelerate launch` every process runs this function: the launcher's device wins over
+    `device`, the heavy steps split their batches over the processes, steps that do not split run on
+    the main process while the others wait, and only the main process writes the run folder."""
     t0 = time.perf_counter()
     config = config or default_config()
-    where = resolve_device(device)
-    precision = resolve_dtype(dtype, where)
+    distributed.agree("config", _flat(config.to_dict()))  # before any work: every process must run the same config
+    progress = progress and distributed.is_main()  # one set of progress bars, not one per process
+    where = run_device(device, device_map)
+    precision = resolve_dtype(dtype, where if where is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    placement = {"device": where} if where is not None else {"device_map": device_map}
     inputs = check_run_inputs(config, fast=fast_mode())  # every user input, before the run folder or any model work
     own = inputs.heldout  # the user's held-out file measures the target domain
     run_dir = Path(run_dir) if run_dir else DEFAULT_RUNS_DIR / f"{slug(config.domain)}-{config.config_hash(8)}"
     folder = RunFolder(run_dir, config)
     finished: dict[str, str] = {}
-    write_json_atomic(folder.path / PROGRESS_FILE, {"stages": finished})  # nothing of this config is finished yet
+    _write_json(folder.path / PROGRESS_FILE, {"stages": finished})  # nothing of this config is finished yet
 
     def stage(name: str, key: str, compute, save, load):
         """A cached stage, recorded in progress.json once it is finished."""
         result = folder.cached(name, key, compute=lambda: compute(folder.checkpoint_dir(name, key)), save=save, load=load)
-        shutil.rmtree(folder.path / "checkpoints" / f"{name}-{key}", ignore_errors=True)
+        if distributed.is_main():
+            shutil.rmtree(folder.path / "checkpoints" / f"{name}-{key}", ignore_errors=True)
         finished[name] = str(folder.stage_dir(name, key).relative_to(folder.path))
-        write_json_atomic(folder.path / PROGRESS_FILE, {"stages": finished})
+        _write_json(folder.path / PROGRESS_FILE, {"stages": finished})
         return result
 
     pool = inputs.pool
     tokenizer = inputs.tokenizer
-    model = load_model(config.model.path, dtype=precision, device=where)
+    model = load_model(config.model.path, dtype=precision, **placement)
     provenance = read_provenance(model_folder(config.model.path))  # a named model's origin and licence, for derived cards
     model_key = model_identity(model)
     # the held-out documents (the embedded splits, the target's from the user's file when given), tokenised only if
@@ -195,15 +222,19 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
 
     def prune_stage(ckpt: Path):
         saved = ckpt / "importance.pt"
-        if saved.is_file():
+        if distributed.broadcast(saved.is_file()):
             scores = ImportanceScores(**torch.load(saved, weights_only=True))
-        else:
+        else:  # split over the processes, whose sums are added before scoring
             texts = sample_texts(curated["text"], config.prune.calibration_docs, config.prune.seed)
             scores = compute_importance(model, tokenizer, texts, config.prune, progress=progress)
-            with atomic_path(saved) as tmp:
-                torch.save(vars(scores), tmp)
-        plan = plan_pruning(model, scores, config.prune)
-        return apply_plan(model, plan), plan
+            if distributed.is_main():
+                with atomic_path(saved) as tmp:
+                    torch.save(vars(scores), tmp)
+        with distributed.main_only("Planning and surgery") as main:
+            if main:
+                plan = plan_pruning(model, scores, config.prune)
+                return apply_plan(model, plan), plan
+        return None  # the other processes load the pruned model the main process saved
 
     def save_pruned_stage(result, d: Path) -> None:
         save_pruned(result[0], tokenizer, d / "model", result[1], config.prune)
@@ -212,7 +243,7 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
                          f"importance on the curated set, {config.prune.scope} scope), not fine-tuned.")
 
     pruned = stage("prune", prune_key, prune_stage, save=save_pruned_stage,
-                   load=lambda d: (load_model(d / "model", dtype=precision, device=where), None))[0]
+                   load=lambda d: (load_model(d / "model", dtype=precision, **placement), None))[0]
 
     val_config = config.eval.replace(split="validation", domains=(config.domain,), metrics=(), metric_limit=None)
     recover_key = stage_key(config.finetune, prune_key, val_config.config_hash(), *own_keys)  # validation picks kept weights
@@ -238,7 +269,7 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
         write_json_atomic(d / "recovery.json", {"keep_rate": keep_rate})
 
     recovered = stage("recover", recover_key, recover, save=save_recovered,
-                      load=lambda d: (load_model(d / "model", dtype=precision, device=where), pd.read_csv(d / "history.csv"),
+                      load=lambda d: (load_model(d / "model", dtype=precision, **placement), pd.read_csv(d / "history.csv"),
                                       json.loads((d / "recovery.json").read_text())["keep_rate"]))[0]
 
     pruned_ppl, pruned_metrics = evaluate("pruned", stage_key(config.eval, prune_key, *own_keys), lambda: pruned)
@@ -252,7 +283,7 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
                          (("base", base_metrics), ("pruned", pruned_metrics), ("recovered", recovered_metrics)) if len(df)],
                         ignore_index=True) if len(base_metrics) else pd.DataFrame()
     seconds = time.perf_counter() - t0
-    write_json_atomic(folder.path / "summary.json", {
+    _write_json(folder.path / "summary.json", {
         "domain": config.domain, "model_identity": model_key, "pool_size": len(pool), "curated": len(curated),
         "curated_domain_share": float((curated["domain"] == config.domain).mean()) if "domain" in curated else None,
         "params_non_embedding": {name: get_adapter(m).non_embedding_parameters(m) for name, m in (("base", model), ("pruned", pruned))},

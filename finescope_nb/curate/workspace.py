@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from finescope_nb import paths
+from finescope_nb import distributed, paths
 from finescope_nb.corpus import load_pool, load_seeds, user_pool
 from finescope_nb.curate.sae_selector import default_sae_selector
 from finescope_nb.lm import load_model, load_tokenizer
@@ -47,25 +47,33 @@ def cached_pool_codes(sae, model, tokenizer, pool: pd.DataFrame, top_l: int = 64
     """Pooled codes of `pool` under this SAE, loaded when an earlier run wrote them.
 
     A large pool is encoded in shards of `shard_docs` documents, each saved as it finishes: an
-    interrupted encoding resumes at the first missing shard, and the shards are merged at the end."""
+    interrupted encoding resumes at the first missing shard, and the shards are merged at the end.
+    Under a launcher every shard is encoded by all processes together (see `encode_corpus`), the
+    main process decides which shards are missing and merges them; processes holding different
+    pools are refused before any encoding."""
     digest = hashlib.sha256("\n".join(map(str, pool["id"])).encode())
     digest.update(f"|{top_l}|{sae.config.capture.to_json()}".encode())
+    texts_digest = hashlib.sha256("\x00".join(pool["text"]).encode()).hexdigest()[:12]
+    distributed.agree("pool", {"documents": len(pool), "ids": digest.hexdigest()[:12], "texts": texts_digest,
+                               "sae": sae.config.config_hash(), "model": sae.model_identity})
     runs = Path(runs_dir) if runs_dir is not None else paths.DEFAULT_RUNS_DIR
     folder = runs / "codes" / f"{sae.model_identity}-{sae.config.config_hash()}-{digest.hexdigest()[:12]}"
-    if (folder / "meta.json").is_file():
+    if distributed.broadcast((folder / "meta.json").is_file()):
         return PooledCodes.load(folder)
     texts, ids = pool["text"].tolist(), [str(i) for i in pool["id"]]
     shards = folder.with_name(folder.name + ".shards")
     parts = []
     for n, start in enumerate(range(0, len(pool), shard_docs)):
         part = shards / f"{n:05d}"
-        if not (part / "meta.json").is_file():
+        if not distributed.broadcast((part / "meta.json").is_file()):
             encode_corpus(sae, model, tokenizer, texts[start:start + shard_docs], ids[start:start + shard_docs], part,
                           top_l=top_l, progress=progress, total=len(texts[start:start + shard_docs]))
-        parts.append(PooledCodes.load(part))
-    codes = merge_codes(parts, folder)
-    shutil.rmtree(shards, ignore_errors=True)
-    return codes
+        parts.append(part)
+    with distributed.main_only("Merging the pool's code shards") as main:
+        if main:
+            merge_codes([PooledCodes.load(part) for part in parts], folder)
+            shutil.rmtree(shards, ignore_errors=True)
+    return PooledCodes.load(folder)
 
 
 def open_workspace(fast: bool, per_domain: int | None = None, top_l: int = 64, progress: bool = True,

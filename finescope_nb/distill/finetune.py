@@ -10,6 +10,12 @@ keeps the weights of the last finite step.
 With a `checkpoint` path, the trainable tensors, optimizer, schedule, data order and history
 are saved at every evaluation, so a run killed mid-training resumes from its last evaluation
 and ends with exactly the weights an uninterrupted run would have.
+
+Under a launcher training is data-parallel (Accelerate's `prepare`, gradients averaged over
+processes): every process draws the same global batch, takes its contiguous share of the rows,
+and scales its loss by its share of the batch's response tokens, so the averaged gradient is the
+one-process gradient of the whole batch. Only the main process writes the checkpoint, which holds
+nothing that depends on the number of processes: a run interrupted under several resumes under one.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from finescope_nb import distributed
 from finescope_nb.adapters import get_adapter
 from finescope_nb.artifacts import atomic_path
 from finescope_nb.config import FinetuneConfig
@@ -110,6 +117,11 @@ def _loss(student, teacher, batch: dict[str, torch.Tensor], kd_weight: float) ->
     return (1 - kd_weight) * out.loss + kd_weight * kl
 
 
+def _response_tokens(pairs) -> int:
+    """The tokens that carry loss in these pairs (all but the prompt; the first token is never predicted)."""
+    return sum(len(ids) - max(n_prompt, 1) for ids, n_prompt in pairs)
+
+
 def _fingerprint(config: FinetuneConfig, pairs) -> str:
     return f"{config.config_hash(16)}|{len(pairs)}|{sum(len(ids) for ids, _ in pairs)}"
 
@@ -133,6 +145,11 @@ def finetune(model, tokenizer, prompts: Sequence[str], responses: Sequence[str],
     student.train()
     params = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=0.0)
+    world = distributed.world_size()
+    if config.batch_size < world:
+        raise FinescopeError(f"The fine-tuning batch of {config.batch_size} cannot be split over {world} processes; "
+                             f"set finetune.batch_size to at least {world}.")
+    trained, optimizer = distributed.prepare(student, optimizer)  # the data-parallel wrapper under a launcher
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(config.warmup_steps, 1)))
     rng = random.Random(config.seed)
     order: list[int] = []
@@ -167,6 +184,8 @@ def finetune(model, tokenizer, prompts: Sequence[str], responses: Sequence[str],
     fingerprint = _fingerprint(config, pairs)
 
     def save(step: int) -> None:
+        if not distributed.is_main():
+            return
         state = {"fingerprint": fingerprint, "step": step, "params": snapshot(), "optimizer": optimizer.state_dict(),
                  "schedule": schedule.state_dict(), "rng": rng.getstate(), "order": list(order), "history": list(history),
                  "best": best, "since_best": since_best, "torch_rng": torch.get_rng_state()}
@@ -196,10 +215,16 @@ def finetune(model, tokenizer, prompts: Sequence[str], responses: Sequence[str],
     for step in tqdm(range(first, config.steps + 1), initial=first - 1, total=config.steps, desc="fine-tune", disable=not progress):
         while len(order) < config.batch_size:
             order += rng.sample(range(len(pairs)), len(pairs))
-        batch = collate([pairs[order.pop()] for _ in range(config.batch_size)], pad)
-        loss = _loss(student, teacher, batch, kd_weight)
-        if not torch.isfinite(loss):
-            stopped = f"The training loss became {float(loss)} at step {step}; training stopped and the weights of step {step - 1} were kept."
+        chosen = [pairs[order.pop()] for _ in range(config.batch_size)]
+        mine = distributed.shard(len(chosen))
+        batch = collate(chosen[mine.start:mine.stop], pad)
+        tokens, everyone = _response_tokens(chosen[mine.start:mine.stop]), _response_tokens(chosen)
+        local = _loss(trained, teacher, batch, kd_weight)
+        # a mean over this process's tokens, reweighted so that the average over processes is the batch's mean
+        loss = local * (tokens * world / everyone) if world > 1 else local
+        loss_value = distributed.all_reduce_numbers(float(local.detach()) * tokens)[0] / everyone
+        if not math.isfinite(loss_value):
+            stopped = f"The training loss became {loss_value} at step {step}; training stopped and the weights of step {step - 1} were kept."
             break
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -210,7 +235,7 @@ def finetune(model, tokenizer, prompts: Sequence[str], responses: Sequence[str],
             stopped = f"The weights stopped being finite at step {step}; training stopped and the weights of step {step - 1} were kept."
             break
         good = snapshot()
-        running.append(float(loss.detach()))
+        running.append(loss_value)
         if step % config.eval_every == 0 or step == config.steps:
             log(step)
             if checkpoint is not None:
@@ -225,7 +250,7 @@ def finetune(model, tokenizer, prompts: Sequence[str], responses: Sequence[str],
     if stopped:
         warnings.warn(stopped, stacklevel=2)
     student.eval()
-    if checkpoint is not None:
+    if checkpoint is not None and distributed.is_main():
         checkpoint.unlink(missing_ok=True)
     frame = pd.DataFrame(history)
     frame.attrs["stopped"] = stopped

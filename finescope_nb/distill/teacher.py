@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from finescope_nb import distributed
 from finescope_nb.artifacts import write_json_atomic
 from finescope_nb.config import TEACHER_MODES
 from finescope_nb.distill.split import Example
@@ -76,7 +77,8 @@ def regenerate(teacher, tokenizer, examples: list[Example], max_new_tokens: int 
     """The teacher's response for every example (see the modes above), greedy or sampled (reproducible from `seed`).
 
     With `checkpoint` (a JSON file), finished chunks are saved as they come, and a rerun with the
-    same prompts and settings continues after the last saved chunk.
+    same prompts and settings continues after the last saved chunk. Under a launcher the processes
+    take one chunk each in turn and the responses are gathered in prompt order.
     """
     if not examples:
         raise FinescopeError("There are no examples to regenerate; the curated set is empty.")
@@ -87,19 +89,30 @@ def regenerate(teacher, tokenizer, examples: list[Example], max_new_tokens: int 
     if checkpoint is not None and checkpoint.is_file():
         saved = json.loads(checkpoint.read_text())
         out = saved["responses"] if saved.get("key") == key else []
+    out = distributed.broadcast(out)  # what the main process resumes from
     chunk = batch_size * 4  # several generate batches per progress step (and per checkpoint)
-    part: dict[int, str] = {}
-    for start in tqdm(range(0, len(prompts), chunk), desc="teacher", unit="chunk", disable=not progress):
-        if start < len(out):
-            continue
-        for done_flag in (False, True):  # plain and chat-formatted prompts go in separate batches
-            rows = [i for i in range(start, min(start + chunk, len(prompts))) if formatted[i] == done_flag]
-            if rows:
-                texts = continue_texts(teacher, tokenizer, [prompts[i] for i in rows], max_new_tokens=max_new_tokens,
-                                       do_sample=do_sample, temperature=temperature, seed=seed + start, batch_size=batch_size,
-                                       add_special_tokens=not done_flag)
-                part.update(zip(rows, texts))
-        out += [part.pop(i) for i in range(start, min(start + chunk, len(prompts)))]
-        if checkpoint is not None:
+    todo = list(range(len(out), len(prompts), chunk))  # the saved responses always end at a chunk boundary
+    world = distributed.world_size()
+    for first in tqdm(range(0, len(todo), world), desc="teacher", unit="chunk", disable=not progress):
+        group = todo[first:first + world]  # one chunk per process, generated exactly as one process would
+        mine = group[distributed.rank()] if distributed.rank() < len(group) else None
+        texts = [] if mine is None else _chunk(teacher, tokenizer, prompts, formatted, mine, chunk, max_new_tokens,
+                                               do_sample, temperature, seed, batch_size)
+        for part in distributed.gather_in_order([texts]):
+            out += part
+        if checkpoint is not None and distributed.is_main():
             write_json_atomic(checkpoint, {"key": key, "responses": out})
     return out
+
+
+def _chunk(teacher, tokenizer, prompts, formatted, start, chunk, max_new_tokens, do_sample, temperature, seed, batch_size):
+    """The responses of prompts[start:start + chunk], sampled from `seed + start` whichever process makes them."""
+    part: dict[int, str] = {}
+    for done_flag in (False, True):  # plain and chat-formatted prompts go in separate batches
+        rows = [i for i in range(start, min(start + chunk, len(prompts))) if formatted[i] == done_flag]
+        if rows:
+            texts = continue_texts(teacher, tokenizer, [prompts[i] for i in rows], max_new_tokens=max_new_tokens,
+                                   do_sample=do_sample, temperature=temperature, seed=seed + start, batch_size=batch_size,
+                                   add_special_tokens=not done_flag)
+            part.update(zip(rows, texts))
+    return [part[i] for i in range(start, min(start + chunk, len(prompts)))]

@@ -17,8 +17,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from finescope_nb import distributed
 from finescope_nb.config import EvalConfig
 from finescope_nb.corpus import DOMAINS, check_domain, load_split
+from finescope_nb.device import model_device
 from finescope_nb.errors import FinescopeError
 from finescope_nb.evaluate.registry import EvalOptions, register
 
@@ -32,12 +34,16 @@ def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> list[lis
 @torch.no_grad()
 def token_nll(model, sequences: Sequence[Sequence[int]], batch_size: int = 8,
               pad_id: int = 0, desc: str | None = None) -> tuple[float, int]:
-    """Summed next-token negative log-likelihood (nats) and the number of scored tokens."""
+    """Summed next-token negative log-likelihood (nats) and the number of scored tokens.
+
+    Under a launcher each process scores its contiguous share of the (length-sorted) batches and the
+    sums are added, so every process gets the one-process numbers."""
     model.eval()
-    device = next(model.parameters()).device
-    order = np.argsort([-len(s) for s in sequences])  # similar lengths together: less padding
+    device = model_device(model)
+    order = np.argsort([-len(s) for s in sequences], kind="stable")  # similar lengths together: less padding
     total, count = 0.0, 0
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=desc is None, leave=False):
+    mine = distributed.shard(len(order), batch_size)
+    for start in tqdm(range(mine.start, mine.stop, batch_size), desc=desc, disable=desc is None, leave=False):
         batch = [sequences[i] for i in order[start:start + batch_size]]
         width = max(len(s) for s in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
@@ -53,7 +59,8 @@ def token_nll(model, sequences: Sequence[Sequence[int]], batch_size: int = 8,
         scored = mask[:, 1:].bool()
         total += float(nll[scored].sum())
         count += int(scored.sum())
-    return total, count
+    total, count = distributed.all_reduce_numbers(total, count)
+    return total, int(count)
 
 
 def unigram_counts(tokenizer, texts: Sequence[str]) -> dict[int, int]:

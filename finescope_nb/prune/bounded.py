@@ -17,7 +17,7 @@ from functools import partial
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
 
 from finescope_nb.adapters import get_adapter
 
@@ -66,4 +66,7 @@ def checkpointed_blocks(model):
 
 
 def _checkpointed(forward, *args, **kwargs):
-    return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+    # the recomputation runs each block to its end: stopping it early, once the saved tensors are back,
+    # would cut a forward short between an offloaded module's weight load and its release
+    with set_checkpoint_early_stop(False):
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)

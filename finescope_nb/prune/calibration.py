@@ -12,9 +12,14 @@ each batch's gradients once its backward has ended, summing squares for every gr
 criterion. "bounded" folds each projection's gradient into the sums the criterion reads the
 moment autograd produces it and frees it (a post-accumulate-grad hook per parameter), checkpoints
 the blocks and computes the loss in slices of positions (`prune.bounded`), so what stays alive is
-the sums themselves plus one block's activations and one slice of logits. The sums are all the
+the sums themselves plus one block's activations and one slice of logits. A projection whose
+weights are offloaded (a device_map with CPU or disk offload) has no lasting .grad: its weight
+gradient is formed from its input and its output's gradient (a forward hook and a tensor hook)
+and folded the same way. The sums are all the
 state there is: scores are formed from them at the end, so sums from several processes can be
-added before scoring.
+added before scoring. Under a launcher each process runs its contiguous share of whole batches
+(the same batches one process would form) and the sums are all-reduced, so every process ends
+with the one-process sums.
 """
 
 from __future__ import annotations
@@ -26,10 +31,12 @@ from functools import partial
 
 import torch
 from tqdm.auto import tqdm
+from transformers.pytorch_utils import Conv1D
 
+from finescope_nb import distributed
 from finescope_nb.activations import context_length, tokenize_batches
 from finescope_nb.adapters import get_adapter
-from finescope_nb.device import model_device
+from finescope_nb.device import model_device, offloaded, parameter_values
 from finescope_nb.errors import FinescopeError
 from finescope_nb.prune.bounded import checkpointed_blocks, chunked_lm_loss
 
@@ -92,6 +99,14 @@ def collect(model, tokenizer, texts, modules: list[str], needs, *, memory: str =
             stats.input_sq[name] = stats.input_sq.get(name, 0) + squares
         return hook
 
+    def activation_gradient_hook(name):  # an offloaded projection: its weight gradient from its input and output gradient
+        def hook(module, args, output):
+            if current["backward"] or not output.requires_grad:
+                return
+            x = args[0].detach()
+            output.register_hook(lambda g: _fold_from_activations(stats, name, module, x, g, folded))
+        return hook
+
     was_training = root.training
     flags = {p: p.requires_grad for p in root.parameters()}
     handles = [m.register_forward_pre_hook(input_hook(n)) for n, m in targets.items()] if "input_sq" in needs else []
@@ -100,15 +115,22 @@ def collect(model, tokenizer, texts, modules: list[str], needs, *, memory: str =
         for p in root.parameters():
             p.requires_grad_(False)
         if gradients:
+            away = {name: m for name, m in targets.items() if offloaded(m)}
+            handles += [m.register_forward_hook(activation_gradient_hook(n)) for n, m in away.items()]
+            if away:  # the graph must reach the offloaded projections even where no weight before them needs a gradient
+                handles.append(model.get_input_embeddings().register_forward_hook(lambda m, a, out: out.requires_grad_()))
             for name, m in targets.items():
+                if name in away:
+                    continue
                 for pname, p in m.named_parameters(recurse=False):
                     p.requires_grad_(True)
                     p.grad = None  # a gradient left from earlier would be added to the first batch's
                     if bounded:
                         handles.append(p.register_post_accumulate_grad_hook(partial(_fold_and_free, stats, name, pname, folded)))
-        batches = tokenize_batches(tokenizer, texts, batch_size, context_length(model, max_length))
+        mine = distributed.shard(len(texts), batch_size)  # whole batches: the same ones a single process forms
+        batches = tokenize_batches(tokenizer, texts[mine.start:mine.stop], batch_size, context_length(model, max_length))
         with checkpointed_blocks(model) if gradients and bounded else nullcontext():
-            for batch in tqdm(batches, total=-(-len(texts) // batch_size), desc="calibration", unit="batch", disable=not progress):
+            for batch in tqdm(batches, total=-(-len(mine) // batch_size), desc="calibration", unit="batch", disable=not progress):
                 if int(batch.attention_mask[:, 1:].sum()) == 0:
                     continue  # single-token texts predict nothing
                 ids, mask = batch.input_ids.to(device), batch.attention_mask.to(device)
@@ -135,9 +157,27 @@ def collect(model, tokenizer, texts, modules: list[str], needs, *, memory: str =
             p.requires_grad_(flag)
             p.grad = None
         root.train(was_training)
+    stats = _all_reduced(stats) if distributed.launched() else stats
     if stats.batches == 0:
         raise FinescopeError("No calibration text has two or more tokens, so there is no loss to measure; pass longer texts.")
     return stats
+
+
+def _all_reduced(stats: CalibrationStats) -> CalibrationStats:
+    """The sums of every process added together (a process whose share was empty adds zeros)."""
+    flat = {f"{kind}|{module}|{key}": value for kind in GRADIENT_STATISTICS
+            for module, sums in getattr(stats, kind).items() for key, value in sums.items()}
+    flat.update({f"input_sq|{module}|": value for module, value in stats.input_sq.items()})
+    out = CalibrationStats()
+    for name, value in distributed.all_reduce_sums(flat).items():
+        kind, module, key = name.split("|")
+        if kind == "input_sq":
+            out.input_sq[module] = value
+        else:
+            getattr(out, kind).setdefault(module, {})[key] = value
+    batches, tokens = distributed.all_reduce_numbers(stats.batches, stats.tokens)
+    out.batches, out.tokens = int(batches), int(tokens)
+    return out
 
 
 def _fold_batch(targets: dict, stats: CalibrationStats, needs: set[str]) -> None:
@@ -155,6 +195,17 @@ def _fold_and_free(stats: CalibrationStats, name: str, pname: str, needs: set[st
     param.grad = None
 
 
+def _fold_from_activations(stats: CalibrationStats, name: str, module, x: torch.Tensor, g: torch.Tensor, needs: set[str]) -> None:
+    """The weight (and bias) gradient of a projection from its input and its output's gradient, summed over
+    tokens: what autograd would have put in .grad, for weights that only exist while the module runs."""
+    values = parameter_values(module)
+    x2, g2 = x.reshape(-1, x.shape[-1]).float(), g.reshape(-1, g.shape[-1]).float()
+    weight = g2.T @ x2 if not isinstance(module, Conv1D) else x2.T @ g2  # nn.Linear stores [out, in], Conv1D [in, out]
+    _fold(stats, name, "weight", values["weight"], weight, needs)
+    if "bias" in values:
+        _fold(stats, name, "bias", values["bias"], g2.sum(0), needs)
+
+
 def _fold(stats: CalibrationStats, name: str, pname: str, param: torch.Tensor, grad: torch.Tensor, needs: set[str]) -> None:
     """Add one batch's gradient of one parameter to the sums in `needs` (the sums may take over `grad`'s storage)."""
     g = grad.detach().float()
@@ -163,7 +214,7 @@ def _fold(stats: CalibrationStats, name: str, pname: str, param: torch.Tensor, g
     if "grad_sq" in needs:
         _add(stats.grad_sq.setdefault(name, {}), pname, g * g)
     if "batch_taylor" in needs:
-        taylor = (param.detach().float() * g).abs()
+        taylor = (param.detach().float().to(g.device) * g).abs()
         parts = {f"{pname}.0": taylor.sum(1), f"{pname}.1": taylor.sum(0)} if taylor.dim() == 2 else {pname: taylor}
         for key, value in parts.items():
             _add(stats.batch_taylor.setdefault(name, {}), key, value)

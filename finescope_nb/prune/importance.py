@@ -21,6 +21,7 @@ from transformers.pytorch_utils import Conv1D
 from finescope_nb.adapters import get_adapter
 from finescope_nb.prune.calibration import CalibrationStats, check_texts, collect
 from finescope_nb.config import PruneConfig
+from finescope_nb.device import parameter_values
 from finescope_nb.prune.units import unit_cost
 
 
@@ -63,7 +64,7 @@ class Taylor(Importance):
     needs = frozenset({"grad"})
 
     def element_scores(self, name, module, stats):
-        return {p: (w.detach().float() * stats.grad[name][p]).abs() for p, w in module.named_parameters(recurse=False)}
+        return {p: (w.float() * stats.grad[name][p].to(w.device)).abs() for p, w in parameter_values(module).items()}
 
 
 class SecondOrderTaylor(Importance):
@@ -74,9 +75,9 @@ class SecondOrderTaylor(Importance):
 
     def element_scores(self, name, module, stats):
         out = {}
-        for p, w in module.named_parameters(recurse=False):
-            w = w.detach().float()
-            out[p] = (w * stats.grad[name][p] - 0.5 * w * w * stats.grad_sq[name][p]).abs()
+        for p, w in parameter_values(module).items():
+            w = w.float()
+            out[p] = (w * stats.grad[name][p].to(w.device) - 0.5 * w * w * stats.grad_sq[name][p].to(w.device)).abs()
         return out
 
 
@@ -104,7 +105,7 @@ class Magnitude(Importance):
     name = "magnitude"
 
     def element_scores(self, name, module, stats):
-        return {p: w.detach().float().abs() for p, w in module.named_parameters(recurse=False)}
+        return {p: w.float().abs() for p, w in parameter_values(module).items()}
 
 
 class ActivationAware(Importance):
@@ -114,8 +115,8 @@ class ActivationAware(Importance):
     needs = frozenset({"input_sq"})
 
     def element_scores(self, name, module, stats):
-        norms = stats.input_sq[name].sqrt()
-        weight = module.weight.detach().float().abs()
+        weight = parameter_values(module)["weight"].float().abs()
+        norms = stats.input_sq[name].sqrt().to(weight.device)
         in_dim = 0 if isinstance(module, Conv1D) else 1  # Conv1D stores [in, out], nn.Linear [out, in]
         shape = [1, 1]
         shape[in_dim] = -1

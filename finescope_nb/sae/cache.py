@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from numpy.lib.format import open_memmap
 
-from finescope_nb import paths
+from finescope_nb import distributed, paths
 from finescope_nb.activations import ActivationConfig
 from finescope_nb.corpus import load_pool, load_split
 from finescope_nb.errors import FinescopeError
@@ -122,11 +123,23 @@ def cached_sae(model, tokenizer, config: SAEConfig, runs_dir: str | Path | None 
     folder = sae_dir(model, config, runs_dir)
     if texts is not None:
         folder = folder.with_name(f"{folder.name}-{texts.key}")
-    if (folder / META_FILE).is_file():
+    if distributed.broadcast((folder / META_FILE).is_file()):
         return LayerSAE.load(folder, model)
     partial = folder.with_name(folder.name + ".partial")
     train_texts = texts.train if texts is not None else shuffled_texts("pool", config.seed, _docs_needed(config))
     heldout = texts.heldout[:heldout_docs] if texts is not None else shuffled_texts("validation", 0, heldout_docs)
+    if distributed.launched() and not distributed.broadcast((partial / "trained" / META_FILE).is_file()):
+        _capture_in_shares(model, tokenizer, train_texts, config, partial, progress)
+    sae = None
+    with distributed.main_only("SAE training (sae-lens, one process)") as main:
+        if main:
+            sae = _train_and_save(model, tokenizer, config, folder, partial, train_texts, heldout, heldout_tokens, loss_tokens,
+                                  progress)
+    return sae if sae is not None else LayerSAE.load(folder, model)
+
+
+def _train_and_save(model, tokenizer, config: SAEConfig, folder: Path, partial: Path, train_texts: list[str],
+                    heldout: list[str], heldout_tokens: int, loss_tokens: int, progress: bool) -> LayerSAE:
     if (partial / "trained" / META_FILE).is_file():
         sae = LayerSAE.load(partial / "trained", model)
     else:
@@ -149,6 +162,34 @@ def _captured(model, tokenizer, texts, config: SAEConfig, partial: Path, progres
     acts = capture_for_sae(model, tokenizer, texts, config, partial, progress)
     write_json_atomic(done, {"file": Path(acts.filename).name, "tokens": len(acts)})
     return acts
+
+
+def _capture_in_shares(model, tokenizer, texts, config: SAEConfig, partial: Path, progress: bool) -> None:
+    """Under a launcher: every process captures its contiguous share of whole batches of `texts`, and the
+    main process joins the shares in text order, cut at `train_tokens` (the tokens one process would have
+    captured), into the file `_captured` then finds. The shares pass through `partial` on disk."""
+    if distributed.broadcast((partial / "capture.json").is_file()):
+        return
+    mine = distributed.shard(len(texts), config.capture.batch_size)
+    share = partial / f"share-{distributed.rank()}"
+    acts = capture_for_sae(model, tokenizer, texts[mine.start:mine.stop], config, share, progress) if len(mine) else None
+    shares = distributed.gather_in_order([(acts.filename, len(acts)) if acts is not None else None])
+    with distributed.main_only(None) as main:
+        if main:
+            shares = [(np.load(name, mmap_mode="r"), n) for name, n in filter(None, shares)]
+            total = min(sum(n for _, n in shares), config.train_tokens)
+            name = Path(shares[0][0].filename).name
+            out = open_memmap(partial / name, mode="w+", dtype=np.float32, shape=(total, shares[0][0].shape[1]))
+            filled = 0
+            for array, n in shares:
+                take = min(n, total - filled)
+                out[filled:filled + take] = array[:take]
+                filled += take
+            out.flush()
+            del out, shares
+            write_json_atomic(partial / "capture.json", {"file": name, "tokens": total})
+            for rank in range(distributed.world_size()):
+                shutil.rmtree(partial / f"share-{rank}", ignore_errors=True)
 
 
 def latest_sae(model, runs_dir: str | Path | None = None) -> LayerSAE | None:

@@ -6,6 +6,9 @@ entries of each pooled vector are kept (indices and values), with the document i
 Encoding streams: each batch's rows are appended to .npy files on disk as they come, so memory
 stays flat however large the corpus; loading memory-maps the arrays.
 
+Under a launcher the processes encode contiguous shares of whole batches and the main process
+writes the folder (which the others then read: the runs folder is on a filesystem they share).
+
 Folder layout: meta.json (top_l, d_sae, sae identity, counts), doc_ids.txt (one id per line),
 {mean,max}_{indices,values}.npy of shape [n_docs, top_l] (int32 / float32, values descending).
 """
@@ -20,6 +23,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from finescope_nb import distributed
 from finescope_nb.activations import ActivationConfig, capture, pool_per_document
 from finescope_nb.artifacts import atomic_path
 from finescope_nb.errors import FinescopeError
@@ -99,11 +103,50 @@ def encode_corpus(sae: LayerSAE, model, tokenizer, texts: Iterable[str], doc_ids
     """Encode every text, pool per document, and write the sparse codes to `out_dir` (atomically).
 
     `texts` and `doc_ids` may be generators of equal length: nothing holds the corpus in memory.
+    Under a launcher each process encodes its contiguous share of whole batches and the main process
+    writes the rows of all of them in document order (there the texts are held as a list).
     """
     if not 1 <= top_l <= sae.d_sae:
         raise FinescopeError(f"top_l must be between 1 and the SAE width {sae.d_sae}, got {top_l}.")
     sae.check_model(model)
     config = config or sae.config.capture
+    if not distributed.launched():
+        return _write_codes(sae, out_dir, top_l, _pooled_rows(sae, model, tokenizer, texts, config, top_l, progress, total),
+                            doc_ids)
+    texts, doc_ids = list(texts), [str(i) for i in doc_ids]
+    if len(texts) != len(doc_ids) or not texts:
+        raise FinescopeError(f"There are {len(texts)} texts and {len(doc_ids)} doc_ids; pass one id per text, and at least one text.")
+    _check_ids(doc_ids)
+    mine = distributed.shard(len(texts), config.batch_size)
+    local = list(_pooled_rows(sae, model, tokenizer, texts[mine.start:mine.stop], config, top_l, progress, len(mine))) if mine else []
+    rows = distributed.gather_in_order(local)
+    with distributed.main_only(None) as main:
+        if main:
+            _write_codes(sae, out_dir, top_l, rows, doc_ids)
+    return PooledCodes.load(out_dir)
+
+
+def _check_ids(doc_ids) -> None:
+    bad = next((i for i in doc_ids if "\n" in i), None)
+    if bad is not None:
+        raise FinescopeError(f"Document id {bad!r} contains a newline; use ids without line breaks.")
+
+
+def _pooled_rows(sae, model, tokenizer, texts, config, top_l, progress, total):
+    """Per batch of documents: {(pooling, "indices"|"values"): [docs, top_l] array}."""
+    for batch in capture(model, tokenizer, texts, sae.layer, config, progress=progress, total=total):
+        rows = len(batch.tokens.doc_index)
+        codes = sae.encode(batch.acts[sae.layer])
+        local = batch.doc_index - batch.tokens.doc_index[0]
+        pooled = dict(zip(POOLINGS, pool_per_document(codes, local, rows)))
+        out = {}
+        for p in POOLINGS:
+            out[p, "indices"], out[p, "values"] = _sparse_top(pooled[p], top_l)
+        yield out
+
+
+def _write_codes(sae, out_dir, top_l: int, row_batches, doc_ids) -> PooledCodes:
+    """Stream the row batches and their ids into the codes folder (atomically)."""
     id_iter = iter(doc_ids)
     n_docs = 0
     with atomic_path(out_dir) as tmp:
@@ -111,22 +154,15 @@ def encode_corpus(sae: LayerSAE, model, tokenizer, texts: Iterable[str], doc_ids
         writers = {(p, kind): _RowWriter(tmp / f"{p}_{kind}.npy", np.int32 if kind == "indices" else np.float32, top_l)
                    for p in POOLINGS for kind in ("indices", "values")}
         with open(tmp / "doc_ids.txt", "w", encoding="utf-8") as ids_file:
-            for batch in capture(model, tokenizer, texts, sae.layer, config, progress=progress, total=total):
-                rows = len(batch.tokens.doc_index)
-                codes = sae.encode(batch.acts[sae.layer])
-                local = batch.doc_index - batch.tokens.doc_index[0]
-                pooled = dict(zip(POOLINGS, pool_per_document(codes, local, rows)))
-                for p in POOLINGS:
-                    idx, val = _sparse_top(pooled[p], top_l)
-                    writers[p, "indices"].write(idx)
-                    writers[p, "values"].write(val)
-                for _ in range(rows):
+            for rows in row_batches:
+                for key, writer in writers.items():
+                    writer.write(rows[key])
+                for _ in range(len(rows[POOLINGS[0], "indices"])):
                     doc_id = next(id_iter, None)
                     if doc_id is None:
                         raise FinescopeError(f"doc_ids ran out after {n_docs} ids but there are more texts; pass one id per text.")
                     text_id = str(doc_id)
-                    if "\n" in text_id:
-                        raise FinescopeError(f"Document id {text_id!r} contains a newline; use ids without line breaks.")
+                    _check_ids([text_id])
                     ids_file.write(text_id + "\n")
                     n_docs += 1
         if next(id_iter, None) is not None:
