@@ -20,6 +20,7 @@ EPILOG = textwrap.dedent("""\
       finescope run --model path/to/local/model --corpus my_corpus.jsonl
       finescope report runs/code             # one HTML page: tables, figures, what is missing
       finescope compare runs/code runs/math  # finished runs side by side, per domain
+      finescope export runs/code --format gguf   # the recovered model for llama.cpp
       finescope train-base --max-steps 50    # retrain the embedded base model (resumable)
 
     `finescope COMMAND --help` shows each command's options and more examples.
@@ -31,6 +32,15 @@ RUN_EXAMPLES = textwrap.dedent("""\
       finescope run --seeds my_seeds.txt                # your own seed examples, one per line
       finescope run --metrics cloze mmlu gsm8k humaneval --metric-limit 20   # more metrics, 20 items per group
       finescope run --model path/to/local/model --corpus my_corpus.jsonl --domain math
+      finescope run --scope uniform --all-blocks        # every block pruned alike: stock from_pretrained loads it
+    """)
+EXPORT_EXAMPLES = textwrap.dedent("""\
+    examples:
+      finescope export runs/math --format gguf                 # RUN/exports/recovered-gguf/: llama.cpp, float16
+      finescope export runs/math --format gguf --dtype q8_0    # 8-bit, about half the size
+      finescope export runs/math --format hf --pad             # any run, zero-padded to the base model's shapes
+      finescope export runs/math-uniform --format hf --out ~/math-model   # a uniform run as it is
+      (a transformers export loads with AutoModelForCausalLM.from_pretrained(DIR), no finescope needed)
     """)
 TRAIN_BASE_EXAMPLES = textwrap.dedent("""\
     examples:
@@ -75,6 +85,14 @@ def _parser() -> argparse.ArgumentParser:
                      help="task metrics beside perplexity (default: cloze); any of perplexity, cloze, mmlu, arc, gsm8k, "
                           "math500, humaneval, mbpp")
     run.add_argument("--metric-limit", type=int, default=None, help="items per group for those metrics (default: 100)")
+    run.add_argument("--scope", choices=("per_layer", "global", "uniform"), default=None,
+                     help="per_layer: the same share of every prunable block (default); global: rank all blocks' units "
+                          "together; uniform: the same head and channel counts in every prunable block")
+    run.add_argument("--all-blocks", action="store_true",
+                     help="prune every block (default: keep the first eighth and the last block whole); with "
+                          "--scope uniform the model then loads with stock from_pretrained")
+    run.add_argument("--mlp-only", action="store_true", help="prune MLP channels only and keep every attention head "
+                                                             "(what a stock GPT-2 or GPT-NeoX config can state)")
 
     tb = sub.add_parser(
         "train-base", help="train the embedded tokenizer and tiny Llama from the pool (resumable)",
@@ -99,6 +117,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("runs", metavar="RUN", nargs="+", help="finished run folders")
     compare.add_argument("--csv", default=None, help="also write the table to this CSV file")
+
+    exp = sub.add_parser(
+        "export", help="write a run's model for transformers or llama.cpp, with a model card",
+        epilog=EXPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    exp.add_argument("run", metavar="RUN", help="a run folder that `finescope run` created (pruning finished)")
+    exp.add_argument("--format", required=True, choices=("hf", "gguf"),
+                     help="hf: a folder stock transformers loads; gguf: one file for llama.cpp")
+    exp.add_argument("--model", default="recovered", choices=("pruned", "recovered"), help="which model (default: recovered)")
+    exp.add_argument("--out", default=None, help="export folder (default: RUN/exports/<model>-<format>)")
+    exp.add_argument("--pad", action="store_true", help="zero-pad every block back to the base model's shapes, so "
+                                                        "any run loads anywhere (at the base model's size and speed)")
+    exp.add_argument("--dtype", default="f16", choices=("f16", "bf16", "q8_0"), help="GGUF weight type (default: f16)")
+    exp.add_argument("--overwrite", action="store_true", help="replace an --out folder that holds other files")
     return parser
 
 
@@ -120,6 +152,12 @@ def _cmd_run(args) -> None:
         cfg = cfg.replace(eval=cfg.eval.replace(metrics=tuple(m for m in args.metrics if m != "perplexity")))
     if args.metric_limit is not None:
         cfg = cfg.replace(eval=cfg.eval.replace(metric_limit=args.metric_limit))
+    if args.scope is not None:
+        cfg = cfg.replace(prune=cfg.prune.replace(scope=args.scope))
+    if args.all_blocks:
+        cfg = cfg.replace(prune=cfg.prune.replace(first_layer=0, last_layer=-1))
+    if args.mlp_only:
+        cfg = cfg.replace(prune=cfg.prune.replace(prune_attention=False))
     result = pipeline.run(cfg, args.run_dir)
     print(f"\nPerplexity per domain ({cfg.eval.split} split): base model, pruned by {cfg.prune.ratio:.0%} for {cfg.domain}, "
           "recovered by self-distillation; retained = exp(-loss) / exp(-base loss):")
@@ -159,12 +197,19 @@ def _cmd_compare(args) -> None:
         print(f"\nTable written to {write_text_atomic(output_path(args.csv), table.to_csv(index=False))}")
 
 
+def _cmd_export(args) -> None:
+    from finescope_nb.export import export
+
+    out = export(args.run, args.format, args.model, args.out, pad=args.pad, dtype=args.dtype, overwrite=args.overwrite)
+    print(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "disabled")
     args = _parser().parse_args(argv)
     try:
         {"run": _cmd_run, "train-base": _cmd_train_base, "report": _cmd_report,
-         "compare": _cmd_compare}[args.command](args)
+         "compare": _cmd_compare, "export": _cmd_export}[args.command](args)
     except FinescopeError as exc:
         print(f"finescope: error: {exc}", file=sys.stderr)
         return 2

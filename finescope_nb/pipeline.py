@@ -76,7 +76,8 @@ def _pool(config: RunConfig) -> pd.DataFrame:
     return pool_sample(24 if fast_mode() else config.corpus.max_docs_per_domain, seed=config.corpus.seed)
 
 
-def _seeds(config: RunConfig) -> list[str]:
+def seed_texts(config: RunConfig) -> list[str]:
+    """The seed examples the run curates from: the user's seeds file, or held-out seeds of the domain."""
     if config.curation.seeds_path:
         return load_user_seeds(config.curation.seeds_path)
     return list(load_seeds(domain=config.domain, n=config.curation.n_seeds, seed=config.curation.seed)["text"])
@@ -149,7 +150,7 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
     sae = cached_sae(model, tokenizer, default_sae_config(fast=fast_mode()), progress=progress,
                      **(dict(heldout_docs=60, heldout_tokens=4_000, loss_tokens=2_000) if fast_mode()
                         else dict(heldout_docs=500, heldout_tokens=50_000, loss_tokens=20_000)))
-    seeds = _seeds(config)
+    seeds = seed_texts(config)
     # the documents and seeds themselves, not just their ids and path: an edited corpus or seeds file recurates
     pool_key = hashlib.sha256("\x00".join([*pool["id"], *pool["text"], "\x01", *seeds]).encode()).hexdigest()[:12]
     curate_key = stage_key(config.curation, model_key, sae.config.config_hash(), pool_key, config.domain)
