@@ -25,12 +25,12 @@ _HEADER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
 
 
 def base_model_terms(path) -> dict:
-    """{"name", "hub_id", "card", "license", "license_name", "license_link"} of the run's base model,
+    """{"name", "short_name", "hub_id", "card", "license", "license_name", "license_link"} of the run's base model,
     read from its folder's README.md metadata header where there is one."""
     name = DEFAULT_MODEL_DIR.name if path is None else str(path)
-    terms = {"name": name, "hub_id": None, "card": None, "license": None, "license_name": None, "license_link": None}
+    terms = {"name": name, "short_name": Path(name).name, "hub_id": None, "card": None, "license": None, "license_name": None, "license_link": None}
     if path is not None and not Path(path).expanduser().exists() and re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)):
-        terms["hub_id"] = str(path)
+        terms["hub_id"] = terms["short_name"] = str(path)
     try:
         readme = _resolve(path) / "README.md"
     except FinescopeError:  # the base model is no longer on this machine: the card says so
@@ -99,7 +99,7 @@ def model_card(info: RunInfo, which: str, fmt: str, details: dict) -> str:
                + (f", {terms['license_link']}" if terms["license_link"] else "") if terms["license"] else
                "none declared in the base model's card" if terms["card"] else "unknown: the base model's card was not found")
     body = [
-        f"# {cfg.domain} specialist of {terms['name']}, {which} by FineScope",
+        f"# {cfg.domain} specialist of {terms['short_name']}, {which} by FineScope",
         "",
         f"The {which} model of a [finescope-nb](https://arxiv.org/abs/2505.00624) run: the base model pruned for the "
         f"**{cfg.domain}** domain with importance measured on SAE-curated {cfg.domain} documents"
