@@ -173,6 +173,68 @@ def test_gguf_export_of_a_non_uniform_llama_reads_back_as_deci(tmp_path, dtype):
     assert "`deci`" in card and f"math-recovered-{dtype}.gguf" in card and "llama-cli" in card
 
 
+def _llama_cpp_forward(reader, ids):
+    """Logits of a GGUF file computed the way llama.cpp's llama/deci graphs do (numpy, float64): RoPE on
+    consecutive feature pairs, per-block head counts and widths from the metadata, query head h reading
+    KV head h // (heads / KV heads)."""
+    arch = _field(reader, "general.architecture")
+
+    def meta(key, i=None):
+        value = _field(reader, f"{arch}.{key}")
+        return value[i] if isinstance(value, list) and i is not None else value
+
+    w = {t.name: gguf.quants.dequantize(t.data, t.tensor_type).reshape(t.shape[::-1]).astype(np.float64) for t in reader.tensors}
+    eps, d, base = meta("attention.layer_norm_rms_epsilon"), meta("attention.key_length"), meta("rope.freq_base")
+
+    def rms(x, weight):
+        return x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * weight
+
+    def rope(x):  # [tokens, heads, d]
+        angle = np.arange(len(x))[:, None] * base ** (-np.arange(0, d, 2) / d)
+        pairs = x.reshape(*x.shape[:2], d // 2, 2)
+        cos, sin = np.cos(angle)[:, None], np.sin(angle)[:, None]
+        return np.stack([pairs[..., 0] * cos - pairs[..., 1] * sin, pairs[..., 0] * sin + pairs[..., 1] * cos], -1).reshape(x.shape)
+
+    x, n = w["token_embd.weight"][ids], len(ids)
+    for i in range(meta("block_count")):
+        heads, kv = meta("attention.head_count", i), meta("attention.head_count_kv", i)
+        h = rms(x, w[f"blk.{i}.attn_norm.weight"])
+        q = rope((h @ w[f"blk.{i}.attn_q.weight"].T).reshape(n, heads, d))
+        k = rope((h @ w[f"blk.{i}.attn_k.weight"].T).reshape(n, kv, d))
+        v = (h @ w[f"blk.{i}.attn_v.weight"].T).reshape(n, kv, d)
+        k, v = np.repeat(k, heads // kv, axis=1), np.repeat(v, heads // kv, axis=1)
+        scores = np.einsum("qhd,khd->hqk", q, k) / np.sqrt(d) + np.triu(np.full((n, n), -np.inf), 1)
+        att = np.exp(scores - scores.max(-1, keepdims=True))
+        out = np.einsum("hqk,khd->qhd", att / att.sum(-1, keepdims=True), v).reshape(n, heads * d)
+        x = x + out @ w[f"blk.{i}.attn_output.weight"].T
+        h = rms(x, w[f"blk.{i}.ffn_norm.weight"])
+        gate = h @ w[f"blk.{i}.ffn_gate.weight"].T
+        x = x + (gate / (1 + np.exp(-gate)) * (h @ w[f"blk.{i}.ffn_up.weight"].T)) @ w[f"blk.{i}.ffn_down.weight"].T
+    return rms(x, w["output_norm.weight"]) @ w["output.weight"].T
+
+
+def test_the_gguf_run_by_llama_cpp_conventions_gives_the_kits_logits(tmp_path):
+    tok = load_tokenizer()
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_config(LlamaConfig(**{**tm.LLAMA_LIKE, "vocab_size": len(tok)})).eval()
+    run = make_run(tmp_path, model=model, tokenizer=tok, prune_config=PruneConfig(ratio=0.25, head_unit="query", first_layer=1, last_layer=2))
+    kit = load_model(next((run / "stages").glob("recover-*")) / "model")
+    assert len({tuple(s.values()) for s in layer_shapes(kit)}) > 1
+    with torch.no_grad():  # the kit's model with the float16 rounding the file applies to matrices (norms stay float32)
+        for p in kit.parameters():
+            if p.dim() == 2:
+                p.copy_(p.half().float())
+    ids = tok("the sum of two and three is five, so the answer is 5")["input_ids"]
+    want = _logits_of(kit, ids)
+    got = _llama_cpp_forward(gguf.GGUFReader(export(run, "gguf") / "math-recovered-f16.gguf"), np.array(ids))
+    assert np.abs(got - want).max() < 1e-4 * np.abs(want).max()
+
+
+def _logits_of(model, ids):
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([ids])).logits[0].double().numpy()
+
+
 def test_gguf_export_of_a_uniform_llama_is_the_llama_architecture(tmp_path):
     tok = load_tokenizer()
     torch.manual_seed(0)
