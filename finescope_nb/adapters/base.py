@@ -74,6 +74,7 @@ class Adapter:
     lora_targets: tuple[str, ...] = ()
     conv1d = False  # projections are GPT-2 Conv1D ([in, out] weights) rather than nn.Linear
     has_gqa = False
+    heads_fixed_by_config = False  # the config ties head_dim to hidden_size // heads, so it cannot state fewer heads
     _mlp_sides: dict[str, str] = {}  # {path in block: "out" | "in"} for the MLP projections
 
     # -- modules ----------------------------------------------------------------------------------

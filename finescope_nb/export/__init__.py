@@ -48,9 +48,10 @@ def _check_out(out: Path, overwrite: bool) -> None:
 
 def _refusal(info, which: str, model_type: str, shapes) -> str:
     kinds = sorted({(s["num_heads"], s["num_kv_heads"], s["intermediate_size"]) for s in shapes})
-    ties = model_type in ("gpt2", "gpt_neox")
-    rerun = ("`finescope run --scope uniform --all-blocks --mlp-only` (GPT-2 and GPT-NeoX tie the head size to the "
-             "hidden size, so their config can only state a plan that keeps every head)" if ties else
+    from finescope_nb.adapters import get_adapter
+
+    rerun = (f"`finescope run --scope uniform --all-blocks --mlp-only` ({model_type} ties the head size to the hidden "
+             "size, so its config can only state a plan that keeps every head)" if get_adapter(model_type).heads_fixed_by_config else
              "`finescope run --scope uniform --all-blocks`, so every block is pruned alike")
     return (f"The {which} model of {str(info.path)!r} cannot load with stock from_pretrained: its blocks have "
             f"{'shapes its config cannot state' if len(kinds) == 1 else f'{len(kinds)} different shapes'} "
@@ -87,6 +88,9 @@ def export(run, format: str = "hf", model: str = "recovered", out=None, *, pad: 
         raise FinescopeError(f"The run in {str(info.path)!r} has not finished recovery, so it has no recovered model; "
                              f"finish it with `finescope run --run-dir {info.path}`, or export --model pruned.")
     source = info.stages[_STAGE[model]] / "model"
+    if not (source / "config.json").is_file():
+        raise FinescopeError(f"The {model} model's folder {str(source)!r} is missing or incomplete; delete "
+                             f"{str(info.stages[_STAGE[model]])!r} and run `finescope run --run-dir {info.path}` to rebuild it.")
     out = Path(out) if out is not None else info.path / "exports" / f"{model}-{format}"
     _check_out(out, overwrite)
     plan = json.loads((info.stages["prune"] / "model" / PLAN_FILE).read_text())["plan"]

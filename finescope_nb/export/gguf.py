@@ -42,6 +42,9 @@ def unsupported_reason(model) -> str | None:
                for m in (*adapter.attention_modules(model, i).values(), *adapter.mlp_modules(model, i).values())]
     if any(m.bias is not None for m in modules):
         return "its projections have biases, which llama.cpp's llama and deci architectures do not read"
+    window = getattr(config, "sliding_window", None)
+    if window and window < config.max_position_embeddings:
+        return f"it attends through a sliding window of {window} tokens, which llama.cpp's llama architecture does not apply"
     rope = getattr(config, "rope_parameters", None) or {}
     if rope.get("rope_type", "default") != "default":
         return f"its rotary embedding is scaled ({rope.get('rope_type')!r}), which the kit's GGUF writer does not describe"
@@ -50,6 +53,9 @@ def unsupported_reason(model) -> str | None:
 
 def _tokenizer_fields(tokenizer, vocab_size: int) -> dict:
     """Token list, types, merges, special ids and the pre-tokenizer name for llama.cpp's BPE."""
+    if getattr(tokenizer, "backend_tokenizer", None) is None:
+        raise FinescopeError(f"GGUF export needs a fast (tokenizers) tokenizer, but this one is {type(tokenizer).__name__}; "
+                             "export it with --format hf instead.")
     backend = json.loads(tokenizer.backend_tokenizer.to_str())
     model, pre = backend["model"], backend.get("pre_tokenizer") or {}
     if model.get("type") != "BPE" or pre.get("type") != "ByteLevel" or not pre.get("use_regex", True):
