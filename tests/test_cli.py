@@ -81,3 +81,25 @@ def test_run_refuses_an_unknown_metric_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Unknown metric 'bleu'; known metrics are perplexity" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_run_options_for_a_stock_loadable_plan(monkeypatch, capsys):
+    from finescope_nb import pipeline
+    from finescope_nb.errors import FinescopeError
+
+    seen = []
+
+    def stop(config, run_dir, **options):
+        seen.append(config.prune)
+        raise FinescopeError("stopped here.")
+
+    monkeypatch.setattr(pipeline, "run", stop)
+    assert main(["run", "--scope", "uniform", "--all-blocks", "--mlp-only"]) == 2
+    assert main(["run"]) == 2
+    uniform, default = seen
+    assert (uniform.scope, uniform.first_layer, uniform.last_layer, uniform.prune_attention) == ("uniform", 0, -1, False)
+    assert list(uniform.layer_range(8)) == list(range(8)) and list(default.layer_range(8)) == list(range(1, 7))
+    assert (default.scope, default.prune_attention) == ("per_layer", True)
+    with pytest.raises(SystemExit):
+        main(["run", "--scope", "layerwise"])
+    assert "invalid choice: 'layerwise'" in capsys.readouterr().err

@@ -74,6 +74,7 @@ class Adapter:
     lora_targets: tuple[str, ...] = ()
     conv1d = False  # projections are GPT-2 Conv1D ([in, out] weights) rather than nn.Linear
     has_gqa = False
+    heads_fixed_by_config = False  # the config ties head_dim to hidden_size // heads, so it cannot state fewer heads
     _mlp_sides: dict[str, str] = {}  # {path in block: "out" | "in"} for the MLP projections
 
     # -- modules ----------------------------------------------------------------------------------
@@ -246,6 +247,45 @@ class Adapter:
         """Set block i's attention attributes that the forward reads to match its weights.
 
         Call this after any change of head counts (loading a reshaped model, or pruning surgery)."""
+
+    def pad_layer(self, model: nn.Module, i: int, shape: dict[str, int]) -> None:
+        """Grow block i back to `shape` (a pruned block's original one) with zero units, so that stock
+        loaders, which build every block alike from the config, can read it; what it computes is unchanged.
+
+        The kept KV groups take the first group slots, the kept query heads the first slots of each
+        group, the kept channels the first channels. An added unit's weights and biases are zero,
+        and so are its columns of the output projection, so it adds exactly nothing to the residual
+        (a zero query head attends uniformly, and the zero columns discard what it reads).
+        """
+        now = self.layer_shape(model, i)
+        n_rep_now, n_rep = now["num_heads"] // now["num_kv_heads"], shape["num_heads"] // shape["num_kv_heads"]
+        if any(shape[key] < now[key] for key in now) or n_rep < n_rep_now:
+            raise ValueError(f"layer {i} of shape {now} cannot be padded to the smaller shape {shape}")
+        if shape == now:
+            return
+        root = self.root(model)
+        old = {name: {p: t.detach().clone() for p, t in root.get_submodule(name).named_parameters(recurse=False)}
+               for name in self.projection_names(model, i)}
+        self.resize_layer(model, i, shape)
+        kept = {"group": range(now["num_kv_heads"]), "mlp": range(now["intermediate_size"]),
+                "query": [g * n_rep + r for g in range(now["num_kv_heads"]) for r in range(n_rep_now)]}
+        # query-head owners after group owners: a projection in both (q_proj, o_proj) is placed per query head
+        places = {piece.module: piece for kind in ("group", "query", "mlp")
+                  for piece in self._slices(self.unit_owners(model, i, kind), kept[kind])}
+        with torch.no_grad():
+            for name, params in old.items():
+                module, piece = root.get_submodule(name), places[name]
+                module.weight.zero_().index_copy_(piece.weight_dim, piece.index, params["weight"])
+                if "bias" in params:
+                    if piece.side == "out":
+                        module.bias.zero_().index_copy_(0, piece.index, params["bias"])
+                    else:
+                        module.bias.copy_(params["bias"])
+
+    def gguf_tensors(self, model: nn.Module):
+        """(name, tensor) pairs in llama.cpp's GGUF layout, or None where the kit's GGUF writer does not
+        know this family."""
+        return None
 
     def config_for_shapes(self, config, shapes: list[dict[str, int]]):
         """A copy of `config` that describes `shapes`, or None when this config class cannot

@@ -23,6 +23,7 @@ class GPT2Adapter(Adapter):
     lora_targets = ("c_attn", "c_proj", "c_fc")
     conv1d = True
     _mlp_sides = {"mlp.c_fc": "out", "mlp.c_proj": "in"}
+    heads_fixed_by_config = True
 
     def head_dim(self, model: nn.Module) -> int:
         config = self.root(model).config

@@ -22,6 +22,7 @@ class GPTNeoXAdapter(Adapter):
     norm = "final_layer_norm"
     lora_targets = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
     _mlp_sides = {"mlp.dense_h_to_4h": "out", "mlp.dense_4h_to_h": "in"}
+    heads_fixed_by_config = True
 
     def head_dim(self, model: nn.Module) -> int:
         config = self.root(model).config

@@ -68,6 +68,34 @@ class LlamaAdapter(Adapter):
         shape = self.layer_shape(model, i)
         self.decoder_layers(model)[i].self_attn.num_key_value_groups = shape["num_heads"] // shape["num_kv_heads"]
 
+    def gguf_tensors(self, model):
+        """llama.cpp's names for every weight (its llama and deci architectures share them), in order.
+
+        llama.cpp rotates consecutive pairs of a head's features, transformers rotates its two halves,
+        so the query and key rows of every head are interleaved: row 2j takes row j, row 2j+1 row
+        j + head_dim / 2. The LM head is written even when tied, so no loader has to know to reuse
+        the embedding.
+        """
+        hd = self.head_dim(model)
+
+        def pairs(weight, heads):
+            return weight.reshape(heads, 2, hd // 2, -1).transpose(1, 2).reshape(weight.shape)
+
+        yield "token_embd.weight", self.embedding(model).weight
+        for i, layer in enumerate(self.decoder_layers(model)):
+            shape, attn, mlp = self.layer_shape(model, i), layer.self_attn, layer.mlp
+            yield f"blk.{i}.attn_norm.weight", layer.input_layernorm.weight
+            yield f"blk.{i}.attn_q.weight", pairs(attn.q_proj.weight, shape["num_heads"])
+            yield f"blk.{i}.attn_k.weight", pairs(attn.k_proj.weight, shape["num_kv_heads"])
+            yield f"blk.{i}.attn_v.weight", attn.v_proj.weight
+            yield f"blk.{i}.attn_output.weight", attn.o_proj.weight
+            yield f"blk.{i}.ffn_norm.weight", layer.post_attention_layernorm.weight
+            yield f"blk.{i}.ffn_gate.weight", mlp.gate_proj.weight
+            yield f"blk.{i}.ffn_up.weight", mlp.up_proj.weight
+            yield f"blk.{i}.ffn_down.weight", mlp.down_proj.weight
+        yield "output_norm.weight", self.final_norm(model).weight
+        yield "output.weight", self.lm_head(model).weight
+
     def config_for_shapes(self, config, shapes):
         if any(s != shapes[0] for s in shapes):
             return None
