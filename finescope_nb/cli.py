@@ -187,17 +187,6 @@ def _add_own_data_args(run: argparse.ArgumentParser) -> None:
                      help="with --corpus: share F of the SAE's training documents from the embedded pool (default: 0)")
 
 
-def _own_data_config(cfg, args):
-    """The run config with the own-domain options applied."""
-    if args.eval is not None:
-        cfg = cfg.replace(eval=cfg.eval.replace(heldout=args.eval))
-    if args.m is not None:
-        cfg = cfg.replace(curation=cfg.curation.replace(m=args.m))
-    if args.sae_mix is not None:
-        cfg = cfg.replace(curation=cfg.curation.replace(sae_mix=args.sae_mix))
-    return cfg
-
-
 def _add_curate_parser(sub) -> None:
     curate = sub.add_parser(
         "curate", help="only the curated dataset: SAE, selection, export and one HTML page (no pruning)",
@@ -225,6 +214,15 @@ def _cmd_curate(args) -> None:
     print(f"Page: {result.page}")
 
 
+# `finescope run` options that set one stage config's fields: option -> (stage, field, or the fields a flag sets)
+RUN_OPTIONS = {
+    "ratio": ("prune", "ratio"), "importance_memory": ("prune", "memory"), "scope": ("prune", "scope"),
+    "all_blocks": ("prune", {"first_layer": 0, "last_layer": -1}), "mlp_only": ("prune", {"prune_attention": False}),
+    "seeds": ("curation", "seeds_path"), "m": ("curation", "m"), "sae_mix": ("curation", "sae_mix"),
+    "metrics": ("eval", "metrics"), "metric_limit": ("eval", "metric_limit"), "eval": ("eval", "heldout"),
+}
+
+
 def _cmd_run(args) -> None:
     from finescope_nb import distributed, pipeline
     from finescope_nb.config import CorpusConfig, ModelConfig
@@ -235,23 +233,12 @@ def _cmd_run(args) -> None:
     )
     cfg = cfg.replace(curation=cfg.curation.replace(seed=args.seed), prune=cfg.prune.replace(seed=args.seed),
                       finetune=cfg.finetune.replace(seed=args.seed))  # one seed for every stage
-    if args.ratio is not None:
-        cfg = cfg.replace(prune=cfg.prune.replace(ratio=args.ratio))
-    if args.importance_memory is not None:
-        cfg = cfg.replace(prune=cfg.prune.replace(memory=args.importance_memory))
-    if args.seeds is not None:
-        cfg = cfg.replace(curation=cfg.curation.replace(seeds_path=args.seeds))
-    if args.metrics is not None:
-        cfg = cfg.replace(eval=cfg.eval.replace(metrics=tuple(m for m in args.metrics if m != "perplexity")))
-    if args.metric_limit is not None:
-        cfg = cfg.replace(eval=cfg.eval.replace(metric_limit=args.metric_limit))
-    if args.scope is not None:
-        cfg = cfg.replace(prune=cfg.prune.replace(scope=args.scope))
-    if args.all_blocks:
-        cfg = cfg.replace(prune=cfg.prune.replace(first_layer=0, last_layer=-1))
-    if args.mlp_only:
-        cfg = cfg.replace(prune=cfg.prune.replace(prune_attention=False))
-    cfg = _own_data_config(cfg, args)
+    given = {name: getattr(args, name) for name in RUN_OPTIONS if getattr(args, name) not in (None, False)}
+    if "metrics" in given:
+        given["metrics"] = tuple(m for m in given["metrics"] if m != "perplexity")  # perplexity is always measured
+    for name, value in given.items():
+        stage, fields = RUN_OPTIONS[name]
+        cfg = cfg.replace(**{stage: getattr(cfg, stage).replace(**(fields if isinstance(fields, dict) else {fields: value}))})
     result = pipeline.run(cfg, args.run_dir, device=args.device, dtype=args.dtype, device_map=args.device_map)
     if not distributed.is_main():
         return  # under a launcher the main process reports
