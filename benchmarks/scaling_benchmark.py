@@ -245,7 +245,10 @@ def per_batch(args) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("section", choices=("memory", "per-batch"))
-    parser.add_argument("--model", default=str(ROOT / "data" / "models" / "finescope-tiny-llama"), help="model folder or hub id")
+    parser.add_argument("--model", default=str(ROOT / "data" / "models" / "finescope-tiny-llama"),
+                        help="model folder, named model (e.g. smollm2-135m) or hub id; a model other than the embedded "
+                             "one is recorded in its own section, e.g. memory_smollm2-135m")
+    parser.add_argument("--conditions", default=CONDITIONS, help="how busy the machine was, recorded with the figures")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=RESULT)
     parser.add_argument("--criteria", nargs="+", default=["taylor", "taylor_per_batch"], help="memory: criteria to measure")
@@ -266,9 +269,10 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     section = memory(args) if args.section == "memory" else per_batch(args)
-    section.update(hardware=hardware(), conditions=CONDITIONS, date=time.strftime("%Y-%m-%d"))
+    section.update(hardware=hardware(), conditions=args.conditions, date=time.strftime("%Y-%m-%d"))
     result = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    result[args.section.replace("-", "_")] = section
+    embedded = Path(args.model).resolve() == (ROOT / "data" / "models" / "finescope-tiny-llama").resolve()
+    result[args.section.replace("-", "_") + ("" if embedded else f"_{Path(args.model).name}")] = section
     write_json_atomic(args.out, result)
     print(json.dumps({k: v for k, v in section.items() if k not in ("runs", "seeds")}, indent=2))
 
