@@ -108,11 +108,11 @@ def regenerate(teacher, tokenizer, examples: list[Example], max_new_tokens: int 
 def _chunk(teacher, tokenizer, prompts, formatted, start, chunk, max_new_tokens, do_sample, temperature, seed, batch_size):
     """The responses of prompts[start:start + chunk], sampled from `seed + start` whichever process makes them."""
     part: dict[int, str] = {}
-    for done_flag in (False, True):  # plain and chat-formatted prompts go in separate batches
-        rows = [i for i in range(start, min(start + chunk, len(prompts))) if formatted[i] == done_flag]
+    for chat in (False, True):  # plain and chat-formatted prompts go in separate batches
+        rows = [i for i in range(start, min(start + chunk, len(prompts))) if formatted[i] == chat]
         if rows:
             texts = continue_texts(teacher, tokenizer, [prompts[i] for i in rows], max_new_tokens=max_new_tokens,
                                    do_sample=do_sample, temperature=temperature, seed=seed + start, batch_size=batch_size,
-                                   add_special_tokens=not done_flag)
+                                   add_special_tokens=not chat)
             part.update(zip(rows, texts))
     return [part[i] for i in range(start, min(start + chunk, len(prompts)))]
