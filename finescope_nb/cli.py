@@ -32,7 +32,7 @@ RUN_EXAMPLES = textwrap.dedent("""\
       finescope run --seeds my_seeds.txt                # your own seed examples, one per line
       finescope run --metrics cloze mmlu gsm8k humaneval --metric-limit 20   # more metrics, 20 items per group
       finescope run --model path/to/local/model --corpus my_corpus.jsonl --domain math
-      finescope run --scope uniform --all-blocks        # every block pruned alike: stock from_pretrained loads it
+      finescope run --scope uniform --all-blocks --mlp-only   # every block pruned alike: stock from_pretrained loads it
     """)
 EXPORT_EXAMPLES = textwrap.dedent("""\
     examples:
@@ -90,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
                           "together; uniform: the same head and channel counts in every prunable block")
     run.add_argument("--all-blocks", action="store_true",
                      help="prune every block (default: keep the first eighth and the last block whole); with "
-                          "--scope uniform the model then loads with stock from_pretrained")
+                          "--scope uniform (and --mlp-only, or a head count the config can state) the model then "
+                          "loads with stock from_pretrained")
     run.add_argument("--mlp-only", action="store_true", help="prune MLP channels only and keep every attention head "
                                                              "(what a stock GPT-2 or GPT-NeoX config can state)")
 
