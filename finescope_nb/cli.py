@@ -39,7 +39,7 @@ RUN_EXAMPLES = textwrap.dedent("""\
       finescope run --model path/to/local/model --corpus my_corpus.jsonl --domain math
       finescope run --corpus pool.jsonl --seeds seeds.txt --domain "clinical notes" --eval heldout.jsonl
       accelerate launch --multi_gpu --num_processes 8 -m finescope_nb.cli run --domain math   # data-parallel, see docs/SCALING.md
-      finescope run --scope uniform --all-blocks        # every block pruned alike: stock from_pretrained loads it
+      finescope run --scope uniform --all-blocks --mlp-only   # every block pruned alike: stock from_pretrained loads it
     """)
 CURATE_EXAMPLES = textwrap.dedent("""\
     examples:
@@ -122,7 +122,8 @@ def _parser() -> argparse.ArgumentParser:
                           "together; uniform: the same head and channel counts in every prunable block")
     run.add_argument("--all-blocks", action="store_true",
                      help="prune every block (default: keep the first eighth and the last block whole); with "
-                          "--scope uniform the model then loads with stock from_pretrained")
+                          "--scope uniform (and --mlp-only, or a head count the config can state) the model then "
+                          "loads with stock from_pretrained")
     run.add_argument("--mlp-only", action="store_true", help="prune MLP channels only and keep every attention head "
                                                              "(what a stock GPT-2 or GPT-NeoX config can state)")
     _add_own_data_args(run)

@@ -105,6 +105,17 @@ def test_padded_export_of_a_non_uniform_run_computes_what_the_pruned_model_does(
     assert "zero-padded back to the base model's shapes" in (out / "README.md").read_text()
 
 
+def test_a_uniform_head_count_the_config_cannot_state_is_refused_then_padded(tmp_path):
+    torch.manual_seed(0)  # 4 heads of 8 over a hidden size of 32: one head less leaves 3, which LlamaConfig refuses
+    model = AutoModelForCausalLM.from_config(LlamaConfig(**{**tm.LLAMA_LIKE, "num_key_value_heads": 4})).eval()
+    run = make_run(tmp_path, model=model, prune_config=PruneConfig(ratio=0.3, **ALL_UNIFORM))
+    source = next((run / "stages").glob("recover-*")) / "model"
+    assert {s["num_heads"] for s in layer_shapes(load_model(source))} == {3} and (source / SHAPES_FILE).is_file()
+    with pytest.raises(FinescopeError, match="shapes its config cannot state .*--all-blocks --mlp-only"):
+        export(run, "hf")
+    assert torch.allclose(_logits(_stock(export(run, "hf", pad=True))), _logits(load_model(source)), atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_a_non_uniform_run_without_pad_is_refused_with_both_ways_out(tmp_path, arch):
     run = make_run(tmp_path, arch, PruneConfig(ratio=0.25))

@@ -21,6 +21,7 @@ import copy
 from dataclasses import dataclass
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -294,7 +295,14 @@ class Adapter:
 
     @staticmethod
     def _updated(config, **values):
+        """A copy of `config` with `values`, or None when the config class refuses them (transformers 5
+        validates configs on save: Llama's, for one, wants hidden_size divisible by the head count even
+        when head_dim is given)."""
         new = copy.deepcopy(config)
         for key, value in values.items():
             setattr(new, key, value)
+        try:
+            getattr(new, "validate", lambda: None)()
+        except (ValueError, StrictDataclassError):
+            return None
         return new

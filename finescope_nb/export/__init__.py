@@ -50,8 +50,8 @@ def _refusal(info, which: str, model_type: str, shapes) -> str:
     kinds = sorted({(s["num_heads"], s["num_kv_heads"], s["intermediate_size"]) for s in shapes})
     from finescope_nb.adapters import get_adapter
 
-    rerun = (f"`finescope run --scope uniform --all-blocks --mlp-only` ({model_type} ties the head size to the hidden "
-             "size, so its config can only state a plan that keeps every head)" if get_adapter(model_type).heads_fixed_by_config else
+    rerun = (f"`finescope run --scope uniform --all-blocks --mlp-only` ({model_type}'s config cannot state those head "
+             "counts, so the plan must keep every head)" if get_adapter(model_type).heads_fixed_by_config or len(kinds) == 1 else
              "`finescope run --scope uniform --all-blocks`, so every block is pruned alike")
     return (f"The {which} model of {str(info.path)!r} cannot load with stock from_pretrained: its blocks have "
             f"{'shapes its config cannot state' if len(kinds) == 1 else f'{len(kinds)} different shapes'} "
