@@ -1,7 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make demo   set up if needed, then run FineScope on the embedded default
 #   make test   set up if needed, then run the whole test suite, notebooks included
-# `make lab` opens JupyterLab on notebooks/.
+# `make lab` opens JupyterLab at the repository root (notebooks/, README.md and the reports under runs/).
 
 PYTHON ?= python3
 VENV := .venv
@@ -52,7 +52,7 @@ test: setup real-models
 	FINESCOPE_FAST=1 $(BIN)/python -m pytest -q tests
 
 lab: setup
-	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) notebooks/
+	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) .
 
 clean-venv:
 	rm -rf $(VENV)
