@@ -234,7 +234,8 @@ def _cmd_run(args) -> None:
     )
     cfg = cfg.replace(curation=cfg.curation.replace(seed=args.seed), prune=cfg.prune.replace(seed=args.seed),
                       finetune=cfg.finetune.replace(seed=args.seed))  # one seed for every stage
-    given = {name: getattr(args, name) for name in RUN_OPTIONS if getattr(args, name) not in (None, False)}
+    given = {name: getattr(args, name) for name in RUN_OPTIONS
+             if getattr(args, name) is not None and getattr(args, name) is not False}  # 0 and 0.0 are values
     if "metrics" in given:
         given["metrics"] = tuple(m for m in given["metrics"] if m != "perplexity")  # perplexity is always measured
     for name, value in given.items():

@@ -30,7 +30,14 @@ def resolve_device(name: str = "auto") -> torch.device:
     if base == "cuda" and not torch.cuda.is_available():
         raise FinescopeError(f"--device {name} was requested but torch sees no CUDA GPU on this machine "
                              f"(torch {torch.__version__}); use --device cpu or --device auto.")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise FinescopeError(f"Device {name!r} is not a device name torch reads; use cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise FinescopeError(f"--device {name} names GPU {device.index}, but torch sees {torch.cuda.device_count()} "
+                             f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); pick one of those.")
+    return device
 
 
 def run_device(device: str | None = None, device_map=None) -> torch.device | None:

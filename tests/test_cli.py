@@ -96,7 +96,9 @@ def test_run_options_for_a_stock_loadable_plan(monkeypatch, capsys):
     monkeypatch.setattr(pipeline, "run", stop)
     assert main(["run", "--scope", "uniform", "--all-blocks", "--mlp-only"]) == 2
     assert main(["run"]) == 2
-    uniform, default = seen
+    assert main(["run", "--ratio", "0"]) == 2
+    uniform, default, unpruned = seen
+    assert unpruned.ratio == 0  # a zero is a value, not "not given"
     assert (uniform.scope, uniform.first_layer, uniform.last_layer, uniform.prune_attention) == ("uniform", 0, -1, False)
     assert list(uniform.layer_range(8)) == list(range(8)) and list(default.layer_range(8)) == list(range(1, 7))
     assert (default.scope, default.prune_attention) == ("per_layer", True)

@@ -15,12 +15,23 @@ def test_auto_is_the_cpu_without_a_gpu_and_cuda_with_one(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert resolve_device("auto") == torch.device("cuda") and resolve_device("cuda:1") == torch.device("cuda:1")
 
 
 def test_cuda_without_a_gpu_and_unknown_names_are_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for bad, words in (("cuda", ("no CUDA GPU", "--device cpu")), ("tpu", ("auto, cpu, cuda",))):
+        with pytest.raises(FinescopeError) as excinfo:
+            resolve_device(bad)
+        message = str(excinfo.value)
+        assert "\n" not in message and message.endswith(".") and all(w in message for w in words), message
+
+
+def test_device_names_torch_cannot_read_or_gpus_that_are_not_there(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for bad, words in (("cuda:abc", ("cpu, cuda or cuda:N",)), ("cuda:7", ("GPU 7", "cuda:0 to cuda:0"))):
         with pytest.raises(FinescopeError) as excinfo:
             resolve_device(bad)
         message = str(excinfo.value)

@@ -5,6 +5,7 @@ tests/test_real_model.py; here the failure paths run against stand-in entries.
 """
 
 import importlib.metadata
+import json
 import subprocess
 import sys
 
@@ -61,11 +62,14 @@ def test_named_model_before_fetch_gives_the_command(models_dir):
 
 
 def test_resolution_order_is_registry_then_folder_then_cache(models_dir, monkeypatch, tmp_path):
-    stand_in(monkeypatch)
+    entry = stand_in(monkeypatch)
     converted = registry.named_folder("stand-in")
     converted.mkdir(parents=True)
     (converted / "config.json").write_text("{}")
-    (converted / registry.PROVENANCE_FILE).write_text("{}")
+    (converted / registry.PROVENANCE_FILE).write_text(json.dumps({**fetch.provenance(entry), "gguf_sha256": "1" * 64}))
+    assert not fetch.is_fetched("stand-in")  # converted from another file than the one pinned now: fetch again
+    (converted / registry.PROVENANCE_FILE).write_text(json.dumps(fetch.provenance(entry)))
+    assert fetch.is_fetched("stand-in")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "stand-in").mkdir()  # a local folder of the same name loses to the registry
     assert lm._resolve("stand-in") == converted

