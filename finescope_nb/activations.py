@@ -49,6 +49,9 @@ class ActivationConfig(Config):
 
     max_length: int = 128
     batch_size: int = 16
+    # drop each text's first position (the attention sink, see above); a field, so SAEs and codes cached
+    # before the kit dropped it are not mistaken for ones captured this way
+    drop_first: bool = True
 
 
 @dataclass
@@ -92,7 +95,8 @@ def context_length(model, max_length: int) -> int:
     return min(max_length, limit)
 
 
-def tokenize_batches(tokenizer, texts: Iterable[str], batch_size: int, max_length: int) -> Iterator[TokenBatch]:
+def tokenize_batches(tokenizer, texts: Iterable[str], batch_size: int, max_length: int,
+                     drop_first: bool = True) -> Iterator[TokenBatch]:
     """Padded batches of at most `max_length` tokens per text, with the mask of real text tokens.
 
     Texts longer than that are truncated, with one warning per call. An empty input is an error,
@@ -120,7 +124,8 @@ def tokenize_batches(tokenizer, texts: Iterable[str], batch_size: int, max_lengt
                 warned = True
         mask = enc["attention_mask"]
         keep = mask.bool() & ~enc["special_tokens_mask"].bool()
-        keep[torch.arange(len(mask)), mask.argmax(1)] = False  # each text's first position: the attention sink
+        if drop_first:
+            keep[torch.arange(len(mask)), mask.argmax(1)] = False  # each text's first position: the attention sink
         yield TokenBatch(torch.arange(start, start + len(chunk)), enc["input_ids"], mask, keep)
         start += len(chunk)
     if start == 0:
@@ -169,14 +174,15 @@ def capture(model, tokenizer, texts: Iterable[str], layers, config: ActivationCo
     max_length = context_length(model, config.max_length)
     if total is None and isinstance(texts, Sequence):
         total = len(texts)
-    return _capture_stream(model, tokenizer, texts, layers, config.batch_size, max_length, early_exit, progress, total)
+    return _capture_stream(model, tokenizer, texts, layers, config.batch_size, max_length, early_exit, progress, total,
+                           config.drop_first)
 
 
 @torch.no_grad()  # as a decorator, so grad mode is restored whenever the generator is suspended
-def _capture_stream(model, tokenizer, texts, layers, batch_size, max_length, early_exit, progress, total):
+def _capture_stream(model, tokenizer, texts, layers, batch_size, max_length, early_exit, progress, total, drop_first):
     bar = tqdm(total=total, desc=f"capture layer {','.join(map(str, layers))}", unit="doc", disable=not progress)
     try:
-        for batch in tokenize_batches(tokenizer, texts, batch_size, max_length):
+        for batch in tokenize_batches(tokenizer, texts, batch_size, max_length, drop_first):
             outputs = _layer_outputs(model, batch, layers, early_exit)
             rows, cols = batch.keep.nonzero(as_tuple=True)
             yield ActivationBatch(

@@ -59,7 +59,8 @@ def jacobian_scores(model, tokenizer, texts, layer: int, probes: int = 4, seed: 
     total = torch.zeros(adapter.hidden_size(model), dtype=torch.float64)
     count = 0
     with _eager_attention(model), torch.no_grad():
-        for batch in tokenize_batches(tokenizer, texts, config.batch_size, context_length(model, config.max_length)):
+        for batch in tokenize_batches(tokenizer, texts, config.batch_size, context_length(model, config.max_length),
+                                      config.drop_first):
             embeds = embed(batch.input_ids.to(embed.weight.device))
             mask, keep = batch.attention_mask.to(embeds.device), batch.keep.to(embeds.device)
 

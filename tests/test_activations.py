@@ -56,6 +56,9 @@ def test_bos_first_position_and_padding_are_skipped(bos):
     first = batches[0]
     assert int(first.position[first.doc_index == 0].min()) == 1
     assert not (torch.cat([b.token_ids for b in batches]) == tok.pad_token_id).any()
+    kept = list(capture(model, tok, TEXTS, 0, ActivationConfig(batch_size=3, drop_first=False), progress=False))
+    assert int(kept[0].position[kept[0].doc_index == 0].min()) == (1 if bos else 0)  # the older rule, on request
+    assert ActivationConfig().config_hash() != ActivationConfig(drop_first=False).config_hash()
 
 
 def test_layer_outside_model_names_valid_range():

@@ -74,7 +74,8 @@ def spliced_loss(sae: LayerSAE, model, tokenizer, texts, config: ActivationConfi
     count = 0
     handle = block.register_forward_hook(splice)
     try:
-        batches = tokenize_batches(tokenizer, texts, config.batch_size, context_length(model, config.max_length))
+        batches = tokenize_batches(tokenizer, texts, config.batch_size, context_length(model, config.max_length),
+                                   config.drop_first)
         device = model_device(model)
         for batch in batches:
             ids, mask, keep = batch.input_ids.to(device), batch.attention_mask.to(device), batch.keep.to(device)
