@@ -50,7 +50,6 @@ sys.path.insert(0, str(ROOT))
 import math  # noqa: E402
 
 import pandas as pd  # noqa: E402
-import torch  # noqa: E402
 
 from benchmarks.stats import mean_std  # noqa: E402
 from finescope_nb.artifacts import write_json_atomic  # noqa: E402

@@ -146,7 +146,6 @@ def quality(args, progress: bool = True) -> dict:
         if saes["v3"].layer != saes["default"].layer:
             raise SystemExit(f"The v3 SAE sits at layer {saes['v3'].layer}, the default at {saes['default'].layer}; "
                              "the benchmark compares them on one capture pass, so they must share the layer.")
-    sae = saes["default"]
     pool = pool_sample(args.pool_per_domain, args.pool_seed)
     keys = "-".join(f"{s.model_identity}-{s.config.config_hash()}" for s in saes.values())
     digest = hashlib.sha256("\n".join(map(str, pool["id"])).encode()).hexdigest()[:12]

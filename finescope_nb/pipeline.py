@@ -39,7 +39,7 @@ from finescope_nb.evaluate import (domain_loss, domain_perplexity, evaluate as e
 from finescope_nb.evaluate.own_heldout import embedded_part, heldout_cloze, sequences_with_heldout
 from finescope_nb.evaluate.registry import covering
 from finescope_nb.inputs import check_run_inputs, slug
-from finescope_nb.lm import load_model, load_tokenizer, model_folder, model_identity, save_model
+from finescope_nb.lm import load_model, model_folder, model_identity, save_model
 from finescope_nb.models.card import carry_provenance, read_provenance
 from finescope_nb.models.registry import named_defaults
 from finescope_nb.paths import DEFAULT_RUNS_DIR

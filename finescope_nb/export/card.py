@@ -83,7 +83,7 @@ def _curated_lines(info: RunInfo) -> list[str]:
 
 def model_card(info: RunInfo, which: str, fmt: str, details: dict) -> str:
     """README.md for an export of the run's `which` model ("pruned" or "recovered") in format `fmt`."""
-    cfg, summary = info.config, info.summary or {}
+    cfg = info.config
     terms = base_model_terms(cfg.model.path)
     plan = json.loads((info.stages["prune"] / "model" / "finescope_prune.json").read_text())["plan"]
     n_layers = len(plan["shapes_before"])
