@@ -109,6 +109,13 @@ def _llama_cpp(install: bool) -> tuple[object, dict]:
     return module, info
 
 
+def _agreement(a: list[int], b: list[int], n: int) -> float:
+    """Share of the first `n` generated positions where both agree; after a generation stops (end of text) its
+    positions hold "stopped", so two generations that stop at the same place agree there too."""
+    pad = lambda seq: list(seq[:n]) + [None] * (n - len(seq[:n]))
+    return sum(x == y for x, y in zip(pad(a), pad(b))) / n
+
+
 def llama_cpp(args) -> dict:
     from finescope_nb.evaluate import heldout_sequences
     from finescope_nb.export import export
@@ -151,7 +158,7 @@ def llama_cpp(args) -> dict:
         if tokenizer.eos_token_id in kit_new:
             kit_new = kit_new[:kit_new.index(tokenizer.eos_token_id)]
         generated += len(kit_new)
-        agreement.append(sum(a == b for a, b in zip(cpp_new, kit_new)) / 32)
+        agreement.append(_agreement(cpp_new, kit_new, 32))
     return {"llama_cpp": info, "gguf": gguf_file.name, "documents": len(diffs), "tokens_per_document": args.tokens,
             "mean_abs_logprob_diff": float(np.mean(diffs)), "greedy_agreement_32": float(np.mean(agreement)),
             "greedy_agreement_target_met": float(np.mean(agreement)) >= 0.9,

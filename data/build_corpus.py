@@ -152,11 +152,11 @@ def download(name: str, kind: str, version: str) -> Path:
         return Path(shutil.move(str(files[0]), DOWNLOADS / files[0].name))
 
 
-def fetch_all(lock: dict, relock: bool) -> dict[str, Path]:
-    """Every pinned package in DOWNLOADS, its sha256 checked against (or recorded in) the lock."""
+def fetch_all(lock: dict, relock: bool, pins: dict | None = None) -> dict[str, Path]:
+    """Every pinned package (PINS, or `pins`) in DOWNLOADS, its sha256 checked against (or recorded in) the lock."""
     packages = lock.setdefault("packages", {})
     paths = {}
-    for name, (kind, version) in PINS.items():
+    for name, (kind, version) in (pins or PINS).items():
         entry = packages.get(name, {})
         cached = DOWNLOADS / entry["file"] if entry.get("version") == version else None
         path = cached if cached and cached.exists() else download(name, kind, version)

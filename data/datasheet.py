@@ -183,6 +183,8 @@ def readme_md(manifest: dict, settings: dict) -> str:
         "| `manifest.json` | counts per split/domain/topic/source/kind, chunks dropped by "
         "de-duplication, sha256 of every output file, source versions and sha256s, build seed |",
         "| `LICENSES.md` | licence and attribution of every source |",
+        "| `new_domain/` | scripture (the King James Bible, public domain), a domain none of these sources holds, "
+        "for the own-domain check; not part of the pool; its own data sheet and build (`build_new_domain.py`) |",
         "| `build_corpus.py`, `corpus_sources.py`, `drills.py`, `dedup.py`, `datasheet.py` | the "
         "build |",
         "",

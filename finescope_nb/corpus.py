@@ -122,22 +122,22 @@ def load_user_corpus(path: str | Path, what: str = "Corpus") -> datasets.Dataset
             ) from None
         if isinstance(ds, datasets.DatasetDict):
             ds = ds[next(iter(ds))]
-    elif p.suffix not in USER_FORMATS:
+    elif _format(p) not in USER_FORMATS:
         raise FinescopeError(
-            f"{what} file {str(p)!r} has an unsupported extension {p.suffix!r}; use one of "
-            f"{', '.join(USER_FORMATS)} or a datasets folder."
+            f"{what} file {str(p)!r} has an unsupported extension {''.join(p.suffixes[-2:]) or '(none)'!r}; use one of "
+            f"{', '.join(USER_FORMATS)} (gzipped or not) or a datasets folder."
         )
     elif _blank(p):
         raise FinescopeError(f"{what} file {str(p)!r} is empty; it needs at least one document in a 'text' column.")
     else:
         reader = {".jsonl": datasets.Dataset.from_json, ".json": datasets.Dataset.from_json,
-                  ".csv": datasets.Dataset.from_csv, ".parquet": datasets.Dataset.from_parquet}[p.suffix]
+                  ".csv": datasets.Dataset.from_csv, ".parquet": datasets.Dataset.from_parquet}[_format(p)]
         try:
             ds = reader(str(p))
         except (StopIteration, ValueError, datasets.exceptions.DatasetsError) as exc:
             cause = exc.__cause__ or exc  # datasets wraps the parser's message in a generic one
             detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-            raise FinescopeError(f"{what} file {str(p)!r} cannot be read as {p.suffix[1:].upper()} ({detail}); "
+            raise FinescopeError(f"{what} file {str(p)!r} cannot be read as {_format(p)[1:].upper()} ({detail}); "
                                  "fix the file so every record has a 'text' field.") from None
     return _check_user_corpus(ds, p, what)
 
@@ -149,9 +149,15 @@ def user_pool(path: str | Path) -> pd.DataFrame:
     return df
 
 
+def _format(path: Path) -> str:
+    """The format a user file is read as: its extension, or the one before `.gz` (datasets reads gzip itself)."""
+    suffixes = path.suffixes
+    return suffixes[-2] if len(suffixes) > 1 and suffixes[-1] == ".gz" else path.suffix
+
+
 def _blank(path: Path, chunk: int = 1 << 16) -> bool:
-    """True when a file holds nothing but whitespace (read until the first other byte)."""
-    with open(path, "rb") as f:
+    """True when a file holds nothing but whitespace (read until the first other byte, through gzip for `.gz`)."""
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
         while block := f.read(chunk):
             if block.strip():
                 return False

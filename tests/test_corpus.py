@@ -111,12 +111,17 @@ def test_eval_sets_and_mmlu_categories():
         corpus.load_eval_set("squad")
 
 
-@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet", "folder"])
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet", "folder", "jsonl.gz", "csv.gz"])
 def test_user_corpus_formats(tmp_path, fmt):
     ds = datasets.Dataset.from_dict({"text": ["alpha beta", "gamma", "  "], "domain": ["a", "b", "c"]})
     path = tmp_path / f"c.{fmt}"
-    {"jsonl": lambda: ds.to_json(str(path)), "csv": lambda: ds.to_csv(str(path)),
-     "parquet": lambda: ds.to_parquet(str(path)), "folder": lambda: ds.save_to_disk(str(path))}[fmt]()
+    plain = tmp_path / f"plain.{fmt.removesuffix('.gz')}"
+    {"jsonl": lambda: ds.to_json(str(plain)), "csv": lambda: ds.to_csv(str(plain)),
+     "parquet": lambda: ds.to_parquet(str(plain)), "folder": lambda: ds.save_to_disk(str(plain))}[fmt.removesuffix(".gz")]()
+    if fmt.endswith(".gz"):
+        path.write_bytes(gzip.compress(plain.read_bytes()))
+    else:
+        plain.rename(path)
     loaded = corpus.load_user_corpus(path)
     assert loaded["text"] == ["alpha beta", "gamma"]  # whitespace-only rows dropped
     assert "id" in loaded.column_names and loaded["domain"] == ["a", "b"]
@@ -137,6 +142,10 @@ def test_user_corpus_bad_inputs(tmp_path):
     odd.write_text("hi")
     with pytest.raises(FinescopeError, match="unsupported extension"):
         corpus.load_user_corpus(odd)
+    empty_gz = tmp_path / "e.jsonl.gz"
+    empty_gz.write_bytes(gzip.compress(b"  \n"))
+    with pytest.raises(FinescopeError, match="is empty"):
+        corpus.load_user_corpus(empty_gz)
     with pytest.raises(FinescopeError, match="Unknown domain 'law'"):
         corpus.load_pool(["law"])
 
@@ -153,3 +162,22 @@ def test_user_seeds(tmp_path):
         corpus.load_user_seeds(["", "  "])
     with pytest.raises(FinescopeError, match="does not exist"):
         corpus.load_user_seeds(str(tmp_path / "nope.txt"))
+
+
+def test_new_domain_files_stay_apart_from_the_embedded_corpus(pool):
+    """data/new_domain (scripture, for the own-domain check): under 5 MB, not in the pool, and no chunk shares a 13-gram
+    with the embedded pool; its held-out and seed chunks share none with its own pool chunks."""
+    folder = DATA_DIR / "new_domain"
+    assert sum(p.stat().st_size for p in folder.iterdir()) < 5 * 2**20
+    read = lambda name: [json.loads(line) for line in gzip.open(folder / name, "rt", encoding="utf-8")]
+    new_pool, heldout, candidates = read("pool.jsonl.gz"), read("heldout.jsonl.gz"), read("seed_candidates.jsonl.gz")
+    assert len(new_pool) >= 500 and len(heldout) >= 50 and len(candidates) >= 30
+    assert {r["domain"] for r in new_pool + heldout + candidates} == {"scripture"}
+    assert not {r["doc_id"] for r in new_pool} & {r["doc_id"] for r in heldout + candidates}
+    assert "scripture" not in set(pool["domain"])
+    own = dedup.ngram_index(r["text"] for r in new_pool)
+    assert not [r["id"] for r in heldout + candidates if dedup.overlaps(r["text"], own)]
+    embedded = dedup.ngram_index(pool["text"])
+    assert not [r["id"] for r in new_pool + heldout if dedup.overlaps(r["text"], embedded)]
+    seeds = corpus.load_user_seeds(folder / "seeds.txt")
+    assert seeds == [r["text"].replace("\n", " ") for r in candidates[:len(seeds)]] and len(seeds) == 10
