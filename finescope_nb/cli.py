@@ -186,6 +186,9 @@ def _add_own_data_args(run: argparse.ArgumentParser) -> None:
     run.add_argument("--m", type=int, default=None, help="documents to curate (default: 500)")
     run.add_argument("--sae-mix", type=float, default=None, metavar="F",
                      help="with --corpus: share F of the SAE's training documents from the embedded pool (default: 0)")
+    run.add_argument("--seed-draw", choices=("stratified", "random"), default=None,
+                     help="how the embedded held-out seeds are drawn: spread over the domain's topics (default), "
+                          "or at random as before")
 
 
 def _add_curate_parser(sub) -> None:
@@ -220,6 +223,7 @@ RUN_OPTIONS = {
     "ratio": ("prune", "ratio"), "importance_memory": ("prune", "memory"), "scope": ("prune", "scope"),
     "all_blocks": ("prune", {"first_layer": 0, "last_layer": -1}), "mlp_only": ("prune", {"prune_attention": False}),
     "seeds": ("curation", "seeds_path"), "m": ("curation", "m"), "sae_mix": ("curation", "sae_mix"),
+    "seed_draw": ("curation", "seed_draw"),
     "metrics": ("eval", "metrics"), "metric_limit": ("eval", "metric_limit"), "eval": ("eval", "heldout"),
 }
 
