@@ -97,10 +97,11 @@ def paper_departures(bench: dict, m: int) -> str:
     return text + " `benchmarks/README.md` has the whole comparison."
 
 
-def coarse_precision(table: pd.DataFrame, m: int, default: str = "sae (default)") -> str:
+def coarse_precision(table: pd.DataFrame, m: int, spread: pd.DataFrame | None = None, default: str = "sae (default)") -> str:
     """The selector-by-domain precision table in words: the default's range and the hardest domains.
 
-    `table`: selectors as rows, target domains as columns, mean precision@m as values."""
+    `table`: selectors as rows, target domains as columns, mean precision@m over seed draws as values;
+    `spread`: the same shape, their standard deviation over the draws."""
     own = table.loc[default]
     best = table.max()
     hardest = best.sort_values()
@@ -110,6 +111,10 @@ def coarse_precision(table: pd.DataFrame, m: int, default: str = "sae (default)"
         text += (f" The hardest domains for every selector are {hardest.index[0]} (best {hardest.iloc[0]:.2f}, by "
                  f"{table[hardest.index[0]].idxmax()}) and {hardest.index[1]} (best {hardest.iloc[1]:.2f}, by "
                  f"{table[hardest.index[1]].idxmax()}).")
+    if spread is not None and spread.loc[default].notna().any():
+        own_spread = spread.loc[default]
+        text += (f" From one draw of seeds to another the default's precision moves with a standard deviation of up to "
+                 f"{own_spread.max():.2f} ({own_spread.idxmax()}), so another draw gives a somewhat different table.")
     return text
 
 

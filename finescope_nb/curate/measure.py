@@ -90,7 +90,6 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
-
 def topic_mix(curated_topics: Sequence[str], seed_topics: Sequence[str]) -> pd.DataFrame:
     """Per topic: how many seeds and how many curated documents carry it, and its share of the curated set.
 
