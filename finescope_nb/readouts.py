@@ -103,18 +103,23 @@ def coarse_precision(table: pd.DataFrame, m: int, spread: pd.DataFrame | None = 
     `table`: selectors as rows, target domains as columns, mean precision@m over seed draws as values;
     `spread`: the same shape, their standard deviation over the draws."""
     own = table.loc[default]
-    best = table.max()
-    hardest = best.sort_values()
-    text = (f"At M={m:,}, the default SAE selector's precision ranges from {own.min():.2f} ({own.idxmin()}) to "
-            f"{own.max():.2f} ({own.idxmax()}).")
-    if len(hardest) > 1:
-        text += (f" The hardest domains for every selector are {hardest.index[0]} (best {hardest.iloc[0]:.2f}, by "
-                 f"{table[hardest.index[0]].idxmax()}) and {hardest.index[1]} (best {hardest.iloc[1]:.2f}, by "
-                 f"{table[hardest.index[1]].idxmax()}).")
+    best = table.max().sort_values()
+    if own.max() - own.min() < 0.005:
+        text = f"At M={m:,}, the default SAE selector's precision is {own.max():.2f} on every domain here."
+    else:
+        text = (f"At M={m:,}, the default SAE selector's precision ranges from {own.min():.2f} ({own.idxmin()}) to "
+                f"{own.max():.2f} ({own.idxmax()}).")
+    hard = [d for d in best.index[:2] if best[d] < 0.995]
+    if hard:
+        text += " The hardest for every selector: " + " and ".join(
+            f"{d} (best {best[d]:.2f}, by {table[d].idxmax()})" for d in hard) + "."
+    else:
+        text += " Some selector is perfect on every domain."
     if spread is not None and spread.loc[default].notna().any():
-        own_spread = spread.loc[default]
-        text += (f" From one draw of seeds to another the default's precision moves with a standard deviation of up to "
-                 f"{own_spread.max():.2f} ({own_spread.idxmax()}), so another draw gives a somewhat different table.")
+        own_spread = spread.loc[default].fillna(0)
+        text += (" The default's precision was the same on every seed draw." if own_spread.max() < 0.005 else
+                 f" From one draw of seeds to another the default's precision moves with a standard deviation of up "
+                 f"to {own_spread.max():.2f} ({own_spread.idxmax()}), so another draw gives a somewhat different table.")
     return text
 
 

@@ -91,15 +91,17 @@ def decode_bytes(data: bytes) -> tuple[str, bytes]:
     return "".join(text), b""
 
 
-def token_label(piece: bytes | None, name: str = "") -> str:
+def token_label(piece: bytes | None, name: str = "", mark_fragment: bool = True) -> str:
     """One token on its own: whole characters as text, partial bytes as `<0x..>`, a word's continuation as `·ing`.
 
-    `name` is what a special token (piece None) is called, e.g. '<|endoftext|>'."""
+    `name` is what a special token (piece None) is called, e.g. '<|endoftext|>'. `mark_fragment` only
+    where the tokenizer's tokens carry their leading space (byte-level BPE, SentencePiece); a word-level
+    tokenizer's tokens carry none, so there no token can be told to continue a word."""
     if piece is None:
         return name
     text, rest = decode_bytes(piece)
     text += _escape(rest)
-    if text[:1].isalnum():
+    if mark_fragment and text[:1].isalnum():
         text = FRAGMENT_MARK + text
     return text
 
@@ -107,7 +109,8 @@ def token_label(piece: bytes | None, name: str = "") -> str:
 def token_labels(tokenizer) -> list[str]:
     """`token_label` of every token id of `tokenizer`."""
     names = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    return [token_label(piece, name or "") for piece, name in zip(token_bytes(tokenizer), names)]
+    marks = _decoder_kind(tokenizer) != "text"
+    return [token_label(piece, name or "", marks) for piece, name in zip(token_bytes(tokenizer), names)]
 
 
 def readable_sequence(pieces: Sequence[bytes | None], names: Sequence[str] | None = None) -> list[str]:

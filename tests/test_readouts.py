@@ -58,7 +58,9 @@ def test_coarse_precision_names_the_range_and_the_hardest_domains():
                          index=["sae (default)", "dense centred"])
     text = readouts.coarse_precision(table, 500)
     assert "from 0.59 (social_sciences) to 1.00 (math)" in text
-    assert "social_sciences (best 0.59, by sae (default)) and humanities (best 0.74, by dense centred)" in text
+    assert "social_sciences (best 0.59, by sae (default)) and humanities (best 0.74, by dense centred)." in text
+    perfect = readouts.coarse_precision(table[["math"]].clip(upper=1.0) * 0 + 1.0, 50, table[["math"]] * 0)
+    assert "1.00 on every domain" in perfect and "perfect on every domain" in perfect and "same on every seed draw" in perfect
     spread = table * 0 + pd.DataFrame({"math": [0.0, 0.0], "humanities": [0.12, 0.1], "social_sciences": [0.1, 0.2]},
                                       index=table.index)
     assert "deviation of up to 0.12 (humanities)" in readouts.coarse_precision(table, 500, spread)

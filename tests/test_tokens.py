@@ -38,3 +38,10 @@ def test_bytes_that_never_complete_a_character_are_escaped():
     assert readable_sequence([b"\xe2", b"\x80", b"\x94", b" x"]) == ["", "", "—", " x"]
     assert readable_sequence([b"\xa9", b"x", b"\xc3"]) == ["<0xA9>", "x", "<0xC3>"]  # cut at both edges of a window
     assert readable_sequence([b"\xc3", None, b"x"], ["", "<s>", ""]) == ["<0xC3>", "<s>", "x"]
+
+
+def test_a_word_level_tokenizer_marks_no_fragments():
+    import tiny_models as tm
+
+    labels = token_labels(tm.tokenizer())
+    assert not any(label.startswith(FRAGMENT_MARK) for label in labels) and "the" in labels

@@ -90,7 +90,7 @@ class FeatureExplorer(widgets.VBox):
     def filtered(self) -> pd.DataFrame:
         """Live features matching the token search and domain filter, in the chosen order."""
         df = self.table[self.table.density > 0]
-        query = self.search.value.strip().lower()
+        query = plain(self.search.value.strip()).strip().lower()  # a label as displayed ('·ing') or as typed
         if query:
             promotes = {f: {plain(self.stats.tokens[i]).strip().lower() for i in self.stats.logit_top_ids[f]} for f in df.feature}
             df = df[[query == plain(row.peak_token).strip().lower() or query in promotes[row.feature] for row in df.itertuples()]]
