@@ -228,10 +228,10 @@ RUN_OPTIONS = {
 }
 
 
-def _cmd_run(args) -> None:
-    from finescope_nb import distributed, pipeline
+def _run_config(args):
+    """The RunConfig of `finescope run` ARGS: the kit's defaults for the domain, then every option given."""
+    from finescope_nb import pipeline
     from finescope_nb.config import CorpusConfig, ModelConfig
-    from finescope_nb.report import write_report
 
     cfg = pipeline.default_config(
         args.domain, model=ModelConfig(path=args.model), corpus=CorpusConfig(path=args.corpus), seed=args.seed,
@@ -245,6 +245,14 @@ def _cmd_run(args) -> None:
     for name, value in given.items():
         stage, fields = RUN_OPTIONS[name]
         cfg = cfg.replace(**{stage: getattr(cfg, stage).replace(**(fields if isinstance(fields, dict) else {fields: value}))})
+    return cfg
+
+
+def _cmd_run(args) -> None:
+    from finescope_nb import distributed, pipeline
+    from finescope_nb.report import write_report
+
+    cfg = _run_config(args)
     result = pipeline.run(cfg, args.run_dir, device=args.device, dtype=args.dtype, device_map=args.device_map)
     if not distributed.is_main():
         return  # under a launcher the main process reports

@@ -139,3 +139,12 @@ def test_demo_run_dir_is_reused_only_for_the_same_config(tmp_path):
     assert pipeline.demo_run_dir(other, tmp_path) is None
     (demo / "run.json").write_text("{not json")
     assert pipeline.demo_run_dir(config, tmp_path) is None
+
+
+def test_make_demo_runs_the_config_notebook_00_runs():
+    """Notebook 00 reuses runs/demo-math only if `make demo`'s command builds exactly its config."""
+    from finescope_nb import cli
+    from finescope_nb.config import ModelConfig
+
+    args = cli._parser().parse_args(["run", "--domain", "math", "--run-dir", "runs/demo-math"])  # the Makefile's demo
+    assert cli._run_config(args).config_hash() == pipeline.default_config("math", model=ModelConfig(path=None)).config_hash()
