@@ -29,3 +29,13 @@ def test_curation_numbers_match_curation_json():
     assert (f"centroid scored macro precision {macro['coarse'][default]['precision_mean']:.3f} on the five domains") in README
     assert (f"{macro['fine'][default]['precision_mean']:.3f} on the fine topics (precision@100), the paper's selector "
             f"{macro['coarse'][paper]['precision_mean']:.3f} and {macro['fine'][paper]['precision_mean']:.3f}") in README
+
+
+def test_ablation_table_matches_ablation_json():
+    retained = json.loads((RESULTS / "ablation.json").read_text())["retained"]
+    for row, cells in retained.items():
+        if row == "unpruned":
+            continue
+        for domain in ("math", "code"):
+            cell = cells[domain]
+            assert f"{cell['mean']:.4f} ± {cell['std']:.4f}" in README, (row, domain)
