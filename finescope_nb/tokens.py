@@ -7,7 +7,8 @@ gives "\ufffd" ("�"). Two displays fix that:
 - `token_labels`: every token id on its own (logit tables, enrichment tables, peak tokens). Bytes
   that do not form a whole character are written as escapes, `<0xC3>`; a token that continues a
   word (no space before it, starting with a letter or digit) is prefixed with `·`, so "·ing" reads
-  as the end of a word and " ing" (a leading space) as a word of its own. docs/GLOSSARY.md explains both.
+  as the end of a word and " ing" (a leading space) as a word of its own. A token of whitespace alone
+  is drawn visibly (␣ space, ↵ line break, ⇥ tab), control characters as escapes. docs/GLOSSARY.md explains these.
 - `readable_sequence`: tokens of running text (top contexts, the prompt box). Byte pieces are
   merged into the character they form, shown on the token that completes it; the pieces before it
   show nothing. Bytes that never complete a character (cut by a window's edge, or invalid) are escapes.
@@ -24,6 +25,7 @@ from functools import lru_cache
 from typing import Sequence
 
 FRAGMENT_MARK = "·"
+VISIBLE_SPACE = str.maketrans({" ": "␣", "\n": "↵", "\t": "⇥"})  # a token of whitespace alone, drawn visibly
 _BYTE_FALLBACK = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
 
@@ -100,7 +102,9 @@ def token_label(piece: bytes | None, name: str = "", mark_fragment: bool = True)
     if piece is None:
         return name
     text, rest = decode_bytes(piece)
-    text += _escape(rest)
+    text = "".join(c if c.isprintable() or c in "\n\t " else _escape(c.encode()) for c in text) + _escape(rest)
+    if not text.strip():  # only whitespace: show it, or the cell looks empty
+        return text.translate(VISIBLE_SPACE)
     if mark_fragment and text[:1].isalnum():
         text = FRAGMENT_MARK + text
     return text

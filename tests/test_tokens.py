@@ -34,6 +34,7 @@ def test_fragments_are_marked_and_words_are_not():
 def test_bytes_that_never_complete_a_character_are_escaped():
     assert token_label(b"\xe2\x80") == "<0xE2><0x80>"
     assert token_label(b"ing") == FRAGMENT_MARK + "ing"
+    assert token_label(b"\n  ") == "↵␣␣" and token_label(b" x") == " x" and token_label(b"\x01") == "<0x01>"
     assert decode_bytes(b"a\xffb\xe2") == ("a<0xFF>b", b"\xe2")
     assert readable_sequence([b"\xe2", b"\x80", b"\x94", b" x"]) == ["", "", "—", " x"]
     assert readable_sequence([b"\xa9", b"x", b"\xc3"]) == ["<0xA9>", "x", "<0xC3>"]  # cut at both edges of a window
