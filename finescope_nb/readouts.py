@@ -135,3 +135,29 @@ def topic_coverage(mix: pd.DataFrame, n_seeds: int) -> str:
     if len(missing):
         text += f" Seeded topics with no curated document: {', '.join(missing.topic)}."
     return text
+
+
+def ablation(results: dict) -> str:
+    """The recorded ablation table in words: what pruning cost, which recovery arm won, and how FineScope
+    compares with the rows the paper compares it with, per domain.
+
+    `results`: benchmarks/results/ablation.json (its `retained` means per row and domain)."""
+    retained, domains = results["retained"], results["domains"]
+    mean = {row: {d: cells[d]["mean"] for d in domains} for row, cells in retained.items()}
+    pruned_rows = [r for r in results["row_order"] if r.startswith(("pruned", "finescope"))]
+    floor = min(mean[r][d] for r in pruned_rows for d in domains)
+    per = lambda row: " / ".join(f"{mean[row][d]:.3f}" for d in domains)
+    best = {d: max(pruned_rows, key=lambda r: mean[r][d]) for d in domains}
+    text = (f"Every pruned row retains at least {floor:.3f} of the unpruned model's score, so pruning 30% of this model "
+            "costs little to begin with. The best recovery: " +
+            "; ".join(f"{best[d]} on {d} ({mean[best[d]][d]:.3f})" for d in domains) + ".")
+    parts = []
+    for other in ("pruned+curated", "pruned+random", "finescope-generic-calibration"):
+        if other in mean and "finescope" in mean:
+            above = [d for d in domains if mean["finescope"][d] > mean[other][d]]
+            verdict = "above" if above else "below"
+            only = f" only on {', '.join(above)}" if above and len(above) < len(domains) else ""
+            parts.append(f"{verdict} {other} ({per(other)}){only}")
+    if parts:
+        text += f" FineScope retains {per('finescope')} ({' / '.join(domains)}): " + "; ".join(parts) + "."
+    return text

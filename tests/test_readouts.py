@@ -72,3 +72,14 @@ def test_topic_mix_and_its_sentence():
     assert mix.set_index("topic").loc["geometry", "seeds"] == 1 and mix.curated_share.sum() == 1.0
     text = readouts.topic_coverage(mix, 3)
     assert "cover 2 topics" in text and "from 2 topics, 2 of them (20%)" in text and "no curated document: geometry" in text
+
+
+def test_ablation_reads_the_recorded_comparisons():
+    recorded = json.loads((readouts.CURATION_RESULTS.parent / "ablation.json").read_text())
+    text = readouts.ablation(recorded)
+    assert "retains at least 0.978" in text and "pruned+curated on math (0.990)" in text
+    assert "FineScope retains 0.984 / 0.982 (math / code): below pruned+curated (0.990 / 0.985)" in text
+    assert "; above finescope-generic-calibration (0.981 / 0.979)." in text
+    flipped = json.loads(json.dumps(recorded))
+    flipped["retained"]["finescope"]["math"]["mean"] = 0.999
+    assert "above pruned+curated (0.990 / 0.985) only on math" in readouts.ablation(flipped)
