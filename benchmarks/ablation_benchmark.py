@@ -148,7 +148,7 @@ def main() -> None:
 
     for domain in args.domains:
         items = domain_items(tokenizer, domain)
-        curated = curate_domain(ws, domain, args.m)
+        curated = curate_domain(ws, domain, args.m, draw="random")  # seed for seed the draw its recorded results used
         for seed in args.seeds:
             cache: dict = {}
 

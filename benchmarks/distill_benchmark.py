@@ -143,7 +143,7 @@ def main() -> None:
 
     rows, keep, curves, histories = [], {}, {}, {}
     for domain in args.domains:
-        curated = curate_domain(ws, domain, args.m)
+        curated = curate_domain(ws, domain, args.m, draw="random")  # seed for seed the draw its recorded results used
         data = {}
         for mode in args.teacher_modes:
             start = time.perf_counter()
@@ -182,7 +182,7 @@ def main() -> None:
                     print(f"  seed {seed} {name:28s} test loss {loss:.3f} retained {rows[-1]['retained']:.3f} best step "
                           f"{best_step} ({rows[-1]['seconds']:.0f} s) {metric_scores(frame)}", flush=True)
 
-    prompts = [e.prompt for e in split_examples(curate_domain(ws, args.domains[0], args.speed_prompts), tokenizer)]
+    prompts = [e.prompt for e in split_examples(curate_domain(ws, args.domains[0], args.speed_prompts, draw="random"), tokenizer)]
     speed = generation_speed(model, tokenizer, prompts)
     by, budget, task = {}, {}, {}
     for row in rows:

@@ -66,7 +66,7 @@ def scopes(args) -> dict:
     config = FinetuneConfig(steps=args.steps, eval_every=args.steps)
     records = []
     for domain in args.domains:
-        curated = curate_domain(ws, domain, args.m)
+        curated = curate_domain(ws, domain, args.m, draw="random")  # seed for seed the draw its recorded results used
         for seed in args.seeds:
             data = None
             for scope, plan in PLANS.items():

@@ -114,7 +114,7 @@ def speed_summary(speed: dict, pruned: str = "pruned", unpruned: str = "unpruned
 
 def speed_scores(ws, args, base: PruneConfig):
     """Importance of the speed model: Taylor on the first domain's curated set, the first seed."""
-    texts = calibration_source(curate_domain(ws, args.domains[0], args.m)["text"], base.calibration_docs)(args.seeds[0])
+    texts = calibration_source(curate_domain(ws, args.domains[0], args.m, draw="random")["text"], base.calibration_docs)(args.seeds[0])
     return compute_importance(ws.model, ws.tokenizer, texts, base.replace(seed=args.seeds[0]), progress=False)
 
 
@@ -184,7 +184,7 @@ def main() -> None:
 
     tables, curated_precision = [], {}
     for domain in args.domains:
-        curated = curate_domain(ws, domain, args.m)
+        curated = curate_domain(ws, domain, args.m, draw="random")  # seed for seed the draw its recorded results used
         curated_precision[domain] = float((curated["domain"] == domain).mean())
         start = time.perf_counter()
         table = score_arms(model, tokenizer, arms(base, curated, pool, base.calibration_docs), args.seeds, args.ratios, eval_config)

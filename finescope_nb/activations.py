@@ -14,7 +14,6 @@ residual can be a hundred times the norm of the others (SmolLM2 after block 14: 
 from __future__ import annotations
 
 import itertools
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -26,7 +25,7 @@ from tqdm.auto import tqdm
 
 from finescope_nb.config import Config
 from finescope_nb.device import model_device
-from finescope_nb.errors import FinescopeError
+from finescope_nb.errors import FinescopeError, warn_once
 from finescope_nb.lm import get_adapter, run_until_layer
 
 __all__ = [
@@ -118,9 +117,9 @@ def tokenize_batches(tokenizer, texts: Iterable[str], batch_size: int, max_lengt
                         return_special_tokens_mask=True, return_overflowing_tokens=False)
         if not warned and int(enc["attention_mask"].sum(1).max()) >= max_length:
             if any(len(tokenizer(t, add_special_tokens=True)["input_ids"]) > max_length for t in chunk):
-                # stacklevel 1: one location, so the default filter shows it once per session, not per call
-                warnings.warn(f"Some texts are longer than the context of {max_length} tokens and were truncated to it; "
-                              "raise max_length to keep more of each text.", stacklevel=1)
+                warn_once(("truncated", max_length),
+                          f"Some texts are longer than the context of {max_length} tokens and were truncated to it; "
+                          "raise max_length to keep more of each text (said once per session).")
                 warned = True
         mask = enc["attention_mask"]
         keep = mask.bool() & ~enc["special_tokens_mask"].bool()

@@ -186,6 +186,9 @@ def _add_own_data_args(run: argparse.ArgumentParser) -> None:
     run.add_argument("--m", type=int, default=None, help="documents to curate (default: 500)")
     run.add_argument("--sae-mix", type=float, default=None, metavar="F",
                      help="with --corpus: share F of the SAE's training documents from the embedded pool (default: 0)")
+    run.add_argument("--seed-draw", choices=("stratified", "random"), default=None,
+                     help="how the embedded held-out seeds are drawn: spread over the domain's topics (default), "
+                          "or at random as before")
 
 
 def _add_curate_parser(sub) -> None:
@@ -220,14 +223,15 @@ RUN_OPTIONS = {
     "ratio": ("prune", "ratio"), "importance_memory": ("prune", "memory"), "scope": ("prune", "scope"),
     "all_blocks": ("prune", {"first_layer": 0, "last_layer": -1}), "mlp_only": ("prune", {"prune_attention": False}),
     "seeds": ("curation", "seeds_path"), "m": ("curation", "m"), "sae_mix": ("curation", "sae_mix"),
+    "seed_draw": ("curation", "seed_draw"),
     "metrics": ("eval", "metrics"), "metric_limit": ("eval", "metric_limit"), "eval": ("eval", "heldout"),
 }
 
 
-def _cmd_run(args) -> None:
-    from finescope_nb import distributed, pipeline
+def _run_config(args):
+    """The RunConfig of `finescope run` ARGS: the kit's defaults for the domain, then every option given."""
+    from finescope_nb import pipeline
     from finescope_nb.config import CorpusConfig, ModelConfig
-    from finescope_nb.report import write_report
 
     cfg = pipeline.default_config(
         args.domain, model=ModelConfig(path=args.model), corpus=CorpusConfig(path=args.corpus), seed=args.seed,
@@ -241,6 +245,14 @@ def _cmd_run(args) -> None:
     for name, value in given.items():
         stage, fields = RUN_OPTIONS[name]
         cfg = cfg.replace(**{stage: getattr(cfg, stage).replace(**(fields if isinstance(fields, dict) else {fields: value}))})
+    return cfg
+
+
+def _cmd_run(args) -> None:
+    from finescope_nb import distributed, pipeline
+    from finescope_nb.report import write_report
+
+    cfg = _run_config(args)
     result = pipeline.run(cfg, args.run_dir, device=args.device, dtype=args.dtype, device_map=args.device_map)
     if not distributed.is_main():
         return  # under a launcher the main process reports

@@ -22,6 +22,7 @@ from finescope_nb.errors import FinescopeError
 T = TypeVar("T", bound="Config")
 
 DOMAINS = ("stem", "humanities", "social_sciences", "math", "code")
+SEED_DRAWS = ("stratified", "random")  # corpus.SEED_DRAWS, by name
 
 
 class Config:
@@ -141,15 +142,21 @@ class BaseModelConfig(Config):
 @dataclass(frozen=True)
 class CurationConfig(Config):
     """How the domain's curated set is chosen: `n_seeds` held-out seed examples (or the user's seeds
-    file), the default SAE selector, the top `m` pool documents."""
+    file), the default SAE selector, the top `m` pool documents.
+
+    `seed_draw`: "stratified" spreads the held-out seeds over the domain's topics (one per topic in
+    turn); "random" draws them at random, seed for seed as the kit did before (corpus.load_seeds)."""
 
     m: int = 500
     n_seeds: int = 10
     seeds_path: str | None = None
     sae_mix: float = 0.0  # with a user corpus: share of the SAE's training documents drawn from the embedded pool
     seed: int = 0
+    seed_draw: str = "stratified"
 
     def __post_init__(self):
+        if self.seed_draw not in SEED_DRAWS:
+            raise FinescopeError(f"Unknown seed draw {self.seed_draw!r} (--seed-draw); use one of {', '.join(SEED_DRAWS)}.")
         if not isinstance(self.sae_mix, (int, float)) or not 0 <= self.sae_mix < 1:
             raise FinescopeError(f"The SAE's embedded-pool share (--sae-mix) must be in [0, 1), got {self.sae_mix!r}; "
                                  "0 trains on your corpus alone, 0.2 mixes in a fifth of embedded documents.")

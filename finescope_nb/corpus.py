@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import datasets
+import numpy as np
 import pandas as pd
 
 from finescope_nb.errors import FinescopeError
@@ -24,6 +25,7 @@ POOL_DOMAINS = DOMAINS + ("general",)
 SPLITS = ("pool", "validation", "test", "seeds")
 EVAL_SETS = ("mmlu", "arc", "gsm8k", "math500", "humaneval", "mbpp")
 USER_FORMATS = (".jsonl", ".json", ".csv", ".parquet")
+SEED_DRAWS = ("stratified", "random")  # how `load_seeds` draws n seeds: spread over topics, or seed for seed at random
 
 datasets.disable_progress_bars()
 
@@ -65,11 +67,16 @@ def load_pool(domains: Iterable[str] | None = None) -> datasets.Dataset:
 
 
 def load_seeds(domain: str | None = None, topic: str | None = None, kind: str = "pool_style",
-               n: int | None = None, seed: int = 0) -> datasets.Dataset:
+               n: int | None = None, seed: int = 0, draw: str = "stratified") -> datasets.Dataset:
     """Seed examples from held-out documents (never in the pool), by domain and/or topic.
 
-    `n` draws that many at random with `seed`, so that repeated draws can be compared.
+    `n` draws that many with `seed`, so that repeated draws can be compared. `draw="stratified"` (the
+    default) spreads them over the domain's topics: the topics in a random order, one seed from each
+    in turn, so ten math seeds cover ten of its fifteen topics instead of, by chance, only its drills.
+    `draw="random"` is a plain random sample, seed for seed the draw the kit made before stratifying.
     """
+    if draw not in SEED_DRAWS:
+        raise FinescopeError(f"Unknown seed draw {draw!r}; use one of {', '.join(SEED_DRAWS)}.")
     ds = load_split("seeds")
     if domain is not None:
         check_domain(domain)
@@ -87,8 +94,23 @@ def load_seeds(domain: str | None = None, topic: str | None = None, kind: str = 
                 f"Asked for {n} seeds but only {len(ds)} exist for domain={domain!r}, topic={topic!r}; "
                 f"ask for at most {len(ds)}."
             )
-        ds = ds.shuffle(seed=seed).select(range(n))
+        ds = ds.shuffle(seed=seed).select(range(n)) if draw == "random" else ds.select(_stratified(ds["topic"], n, seed))
     return ds
+
+
+def _stratified(topics: Sequence[str], n: int, seed: int) -> list[int]:
+    """`n` row indices spread over `topics`: topics in a random order, each giving its next random row in turn."""
+    rng = np.random.default_rng(seed)
+    rows: dict[str, list[int]] = {}
+    for i, t in enumerate(topics):
+        rows.setdefault(t, []).append(i)
+    queues = [list(rng.permutation(rows[t])) for t in rng.permutation(sorted(rows))]
+    picked: list[int] = []
+    while len(picked) < n:
+        for queue in queues:
+            if queue and len(picked) < n:
+                picked.append(int(queue.pop()))
+    return picked
 
 
 def load_eval_set(name: str) -> datasets.Dataset:

@@ -28,16 +28,12 @@ from finescope_nb.artifacts import atomic_path
 from finescope_nb.errors import FinescopeError
 from finescope_nb.lm import get_adapter
 from finescope_nb.sae.layer_sae import LayerSAE
+from finescope_nb.tokens import readable_sequence, token_bytes, token_labels
 
 __all__ = ["FeatureStats", "TokenCodes", "compute_feature_stats", "encode_text", "logit_effects",
-           "seed_enrichment", "token_strings"]
+           "seed_enrichment"]
 
 HIST_EDGES = np.logspace(-3, 4, 57)  # log-spaced bins shared by all features: scales differ by orders of magnitude
-
-
-def token_strings(tokenizer) -> list[str]:
-    """The text of every token id as it appears in decoded text (byte-level BPE shows a space, not 'Ġ')."""
-    return [tokenizer.decode([i]) for i in range(len(tokenizer))]
 
 
 @torch.no_grad()
@@ -85,11 +81,12 @@ class FeatureStats:
     logit_top_values: np.ndarray
     logit_bottom_ids: np.ndarray
     logit_bottom_values: np.ndarray
-    tokens: list[str]  # text of every token id
+    tokens: list[str]  # readable label of every token id on its own (finescope_nb.tokens.token_labels)
     domains: list[str] = field(default_factory=list)  # domain names, when labels were given
     domain_mass: np.ndarray | None = None  # [d_sae, n_domains] fraction of activation mass per domain
     doc_ids: list[str] = field(default_factory=list)  # id of every input document
     doc_domains: list[str] = field(default_factory=list)
+    token_hex: list[str | None] = field(default_factory=list)  # bytes of every token id (hex), to merge byte pieces in contexts
 
     @property
     def d_sae(self) -> int:
@@ -126,7 +123,7 @@ class FeatureStats:
             ids, acts = self.window_ids[feature, j], self.window_acts[feature, j]
             valid = ids >= 0
             out.append({
-                "tokens": [self.tokens[i] for i in ids[valid]], "acts": acts[valid].tolist(),
+                "tokens": self._running_text(ids[valid]), "acts": acts[valid].tolist(),
                 "peak": float(self.top_values[feature, j]), "doc": doc,
                 "doc_id": self.doc_ids[doc] if self.doc_ids else str(doc),
                 "domain": self.doc_domains[doc] if self.doc_domains else None,
@@ -149,6 +146,13 @@ class FeatureStats:
         counts = self.hist_counts[feature]
         nz = np.flatnonzero(counts)
         return pd.DataFrame({"low": HIST_EDGES[nz], "high": HIST_EDGES[nz + 1], "count": counts[nz]})
+
+    def _running_text(self, ids) -> list[str]:
+        """Tokens of a context as running text: byte pieces merged into their characters."""
+        if not self.token_hex:  # statistics saved before token bytes were kept
+            return [self.tokens[i] for i in ids]
+        pieces = [bytes.fromhex(self.token_hex[i]) if self.token_hex[i] is not None else None for i in ids]
+        return readable_sequence(pieces, [self.tokens[i] for i in ids])
 
     def _check(self, feature) -> None:
         if isinstance(feature, bool) or not isinstance(feature, (int, np.integer)) or not 0 <= feature < self.d_sae:
@@ -263,9 +267,10 @@ def compute_feature_stats(sae: LayerSAE, model, tokenizer, texts: Sequence[str],
         hist_counts=hist.view(d, -1).long().numpy(), top_values=top.values.T.numpy().clip(min=0),
         top_docs=top.docs.T.numpy(), window_ids=top.ids.transpose(0, 1).numpy(),
         window_acts=top.acts.transpose(0, 1).numpy(), logit_top_ids=logit_parts[0], logit_top_values=logit_parts[1],
-        logit_bottom_ids=logit_parts[2], logit_bottom_values=logit_parts[3], tokens=token_strings(tokenizer),
+        logit_bottom_ids=logit_parts[2], logit_bottom_values=logit_parts[3], tokens=token_labels(tokenizer),
         domains=domain_names, domain_mass=mass_share, doc_ids=[str(x) for x in doc_ids] if doc_ids is not None else [],
         doc_domains=list(domains) if domains is not None else [],
+        token_hex=[b.hex() if b is not None else None for b in token_bytes(tokenizer)],
     )
 
 
@@ -301,4 +306,6 @@ def encode_text(sae: LayerSAE, model, tokenizer, text: str) -> TokenCodes:
         raise FinescopeError("The text is empty; type at least one word.")
     batch = next(iter(capture(model, tokenizer, [text], sae.layer, sae.config.capture, progress=False)))
     codes = sae.encode(batch.acts[sae.layer])
-    return TokenCodes([tokenizer.decode([int(i)]) for i in batch.token_ids], codes.numpy())
+    pieces = token_bytes(tokenizer)
+    ids = [int(i) for i in batch.token_ids]
+    return TokenCodes(readable_sequence([pieces[i] for i in ids], tokenizer.convert_ids_to_tokens(ids)), codes.numpy())

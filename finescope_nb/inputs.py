@@ -92,11 +92,11 @@ def read_pool(corpus: str | None, per_domain: int | None, seed: int = 0) -> pd.D
     return pool_sample(per_domain, seed=seed)
 
 
-def read_seeds(seeds: str | None, domain: str, n: int, seed: int = 0) -> list[str]:
-    """The user's seed file, or `n` embedded held-out seeds of `domain`."""
+def read_seeds(seeds: str | None, domain: str, n: int, seed: int = 0, draw: str = "stratified") -> list[str]:
+    """The user's seed file, or `n` embedded held-out seeds of `domain` (`draw`: see corpus.load_seeds)."""
     if seeds:
         return load_user_seeds(seeds)
-    return list(load_seeds(domain=domain, n=n, seed=seed)["text"])
+    return list(load_seeds(domain=domain, n=n, seed=seed, draw=draw)["text"])
 
 
 def check_seed_count(seeds: Sequence[str], pool_size: int, where: str = "the seeds file") -> None:
@@ -191,7 +191,8 @@ def check_run_inputs(config: RunConfig, fast: bool = False) -> RunInputs:
     tokenizer = load_tokenizer(config.model.path)  # a missing or broken model path fails here, before the run folder
     check_mode(config.finetune.teacher_mode, tokenizer)  # a rewrite needs the model's chat template
     pool = read_pool(config.corpus.path, 24 if fast else config.corpus.max_docs_per_domain, config.corpus.seed)
-    seeds = read_seeds(config.curation.seeds_path, config.domain, config.curation.n_seeds, config.curation.seed)
+    seeds = read_seeds(config.curation.seeds_path, config.domain, config.curation.n_seeds, config.curation.seed,
+                       config.curation.seed_draw)
     check_seed_count(seeds, len(pool), repr(config.curation.seeds_path) if config.curation.seeds_path else "the embedded seeds")
     check_m(config.curation.m, len(pool))
     heldout = read_heldout(own, list(pool["text"]), tokenizer, "cloze" in config.eval.metrics) if own else None

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 
 from finescope_nb.adapters import get_adapter
-from finescope_nb.artifacts import PROGRESS_FILE, RunFolder, atomic_path, stage_key, write_json_atomic
+from finescope_nb.artifacts import PROGRESS_FILE, RUN_FILE, RunFolder, atomic_path, stage_key, write_json_atomic
 from finescope_nb.config import RunConfig
 from finescope_nb import distributed
 from finescope_nb.curate.workspace import cached_pool_codes, curate_top
@@ -70,6 +70,23 @@ def default_config(domain: str = "math", **overrides) -> RunConfig:
                           prune=cfg.prune.replace(calibration_docs=16, max_length=128),
                           finetune=cfg.finetune.replace(steps=12, eval_every=4, max_length=128))
     return cfg
+
+
+DEMO_RUN = "demo-{domain}"  # the run folder `make demo` writes: finescope run --domain math --run-dir runs/demo-math
+
+
+def demo_run_dir(config: RunConfig, runs_dir: str | Path | None = None) -> Path | None:
+    """The folder `make demo` ran into when it holds a run of exactly `config`, else None.
+
+    A notebook that runs the same configuration then loads every stage from it instead of
+    recomputing them for minutes in a folder of its own. Only an exact match counts (the whole
+    config's hash, not just the stage keys), so the demo's folder is never rewritten with another config."""
+    folder = Path(runs_dir if runs_dir is not None else DEFAULT_RUNS_DIR) / DEMO_RUN.format(domain=slug(config.domain))
+    try:
+        stored = RunConfig.from_json((folder / RUN_FILE).read_text())
+    except (OSError, ValueError):  # no demo run, or an unreadable run.json
+        return None
+    return folder if stored.config_hash() == config.config_hash() else None
 
 
 @dataclass

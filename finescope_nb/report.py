@@ -186,7 +186,7 @@ def missing_sentence(info: RunInfo) -> str:
 def _config_section(info: RunInfo) -> str:
     c, s = info.config, info.summary or {}
     pairs = [("domain", c.domain), ("model", _model_name(c)), ("corpus", c.corpus.path or "embedded labelled pool"),
-             ("curated documents (M)", c.curation.m), ("seeds", c.curation.seeds_path or f"{c.curation.n_seeds} held-out seeds"),
+             ("curated documents (M)", c.curation.m), ("seeds", c.curation.seeds_path or f"{c.curation.n_seeds} held-out seeds ({c.curation.seed_draw} draw)"),
              ("pruning ratio", f"{c.prune.ratio:.0%} of non-embedding parameters"), ("importance criterion", c.prune.criterion),
              ("pruning scope", c.prune.scope), ("recovery", f"{c.finetune.method}, {c.finetune.steps} steps, lr {c.finetune.lr:g}"),
              ("evaluation split", c.eval.split), ("seed", c.seed)]

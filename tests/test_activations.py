@@ -121,3 +121,15 @@ def test_a_suspended_capture_stream_leaves_grad_mode_alone():
     batch = next(stream)
     assert torch.is_grad_enabled() and not batch.acts[0].requires_grad
     stream.close()
+
+
+def test_truncation_is_said_once_per_session():
+    model, tok = tm.llama(), tm.tokenizer()
+    texts = tm.texts(8, min_words=20, max_words=40)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):  # three calls, as a notebook's seed draws make
+            list(capture(model, tok, texts, 0, ActivationConfig(max_length=8, batch_size=4), progress=False))
+        list(capture(model, tok, texts, 0, ActivationConfig(max_length=9, batch_size=4), progress=False))
+    messages = [str(w.message) for w in caught if "truncated" in str(w.message)]
+    assert len(messages) == 2 and "context of 8 tokens" in messages[0] and "context of 9 tokens" in messages[1]

@@ -44,3 +44,12 @@ def test_load_config_errors(tmp_path):
     good = tmp_path / "good.json"
     good.write_text(json.dumps(RunConfig(domain="stem").to_dict()))
     assert load_config(good, RunConfig).domain == "stem"
+
+
+def test_seed_draw_is_checked_and_stratified_by_default():
+    from finescope_nb.config import CurationConfig
+
+    assert CurationConfig().seed_draw == "stratified"
+    with pytest.raises(FinescopeError) as e:
+        CurationConfig(seed_draw="sorted")
+    assert "--seed-draw" in str(e.value) and "stratified, random" in str(e.value)

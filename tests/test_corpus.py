@@ -5,6 +5,7 @@ import importlib.util
 import json
 
 import datasets
+import pandas as pd
 import pytest
 
 from finescope_nb import corpus
@@ -181,3 +182,18 @@ def test_new_domain_files_stay_apart_from_the_embedded_corpus(pool):
     assert not [r["id"] for r in new_pool + heldout if dedup.overlaps(r["text"], embedded)]
     seeds = corpus.load_user_seeds(folder / "seeds.txt")
     assert seeds == [r["text"].replace("\n", " ") for r in candidates[:len(seeds)]] and len(seeds) == 10
+
+
+def test_default_seed_draw_spreads_over_topics_and_random_keeps_the_old_draw():
+    stratified = corpus.load_seeds(domain="math", n=10, seed=0)
+    assert len(set(stratified["topic"])) == 10  # math has fifteen topics: ten seeds, ten topics
+    assert stratified["id"] == corpus.load_seeds(domain="math", n=10, seed=0, draw="stratified")["id"]
+    assert stratified["id"] != corpus.load_seeds(domain="math", n=10, seed=1)["id"]
+    old = corpus.load_split("seeds").filter(lambda r: r["domain"] == "math" and r["kind"] == "pool_style").shuffle(seed=0)
+    assert corpus.load_seeds(domain="math", n=10, seed=0, draw="random")["id"] == old.select(range(10))["id"]
+    many = corpus.load_seeds(domain="math", n=40, seed=3)  # more seeds than topics: every topic, then round again
+    counts = pd.Series(many["topic"]).value_counts()
+    assert counts.max() - counts.min() <= 1 and len(counts) == 15
+    with pytest.raises(FinescopeError) as e:
+        corpus.load_seeds(domain="math", n=10, draw="by hand")
+    assert "stratified, random" in str(e.value)

@@ -111,3 +111,21 @@ def test_encode_text_matches_token_by_token_codes(setup):
     assert all(len(feats) <= 3 and all(v > 0 for _, v in feats) for feats in result.top_features(3))
     with pytest.raises(FinescopeError, match="empty"):
         encode_text(sae, model, tok, "   ")
+
+
+def test_contexts_merge_byte_pieces_and_tables_show_labels():
+    """A feature peaking inside "é" (two byte pieces): its context reads "café", its logit table '<0xC3>'."""
+    z = np.zeros
+    pieces = [b"caf", b"\xc3", b"\xa9", b" x"]
+    labels = ["caf", "<0xC3>", "<0xA9>", " x"]
+    stats = FeatureStats(
+        n_tokens=4, n_docs=1, density=np.array([0.5]), doc_density=np.array([1.0]), mean_activation=np.array([1.0]),
+        max_activation=np.array([2.0]), hist_counts=z((1, 56), dtype=int), top_values=np.array([[2.0]]),
+        top_docs=np.array([[0]]), window_ids=np.array([[[0, 1, 2, 3]]]), window_acts=np.array([[[0.0, 1.0, 2.0, 0.0]]]),
+        logit_top_ids=np.array([[1]]), logit_top_values=np.array([[0.5]]), logit_bottom_ids=np.array([[3]]),
+        logit_bottom_values=np.array([[-0.5]]), tokens=labels, token_hex=[p.hex() for p in pieces])
+    assert stats.examples(0)[0]["tokens"] == ["caf", "", "é", " x"]
+    assert stats.logits(0).promoted.tolist() == ["<0xC3>"]
+    assert stats.table().peak_token.tolist() == ["<0xA9>"]
+    legacy = FeatureStats(**{**stats.__dict__, "token_hex": []})  # saved before token bytes were kept
+    assert legacy.examples(0)[0]["tokens"] == labels

@@ -126,3 +126,25 @@ def test_an_evaluation_resumes_after_its_last_finished_metric(tmp_path, monkeypa
     assert computed == ["mmlu"]  # cloze came from its checkpoint, gsm8k was skipped
     assert frame["metric"].tolist() == ["cloze", "mmlu"] and frame["score"].tolist() == [0.6, 0.3]
     assert (tmp_path / "mmlu.csv").is_file()
+
+
+def test_demo_run_dir_is_reused_only_for_the_same_config(tmp_path):
+    config = pipeline.default_config("math")
+    assert pipeline.demo_run_dir(config, tmp_path) is None  # no demo run yet
+    demo = tmp_path / "demo-math"
+    demo.mkdir()
+    (demo / "run.json").write_text(config.to_json())
+    assert pipeline.demo_run_dir(config, tmp_path) == demo
+    other = config.replace(prune=config.prune.replace(ratio=0.2))
+    assert pipeline.demo_run_dir(other, tmp_path) is None
+    (demo / "run.json").write_text("{not json")
+    assert pipeline.demo_run_dir(config, tmp_path) is None
+
+
+def test_make_demo_runs_the_config_notebook_00_runs():
+    """Notebook 00 reuses runs/demo-math only if `make demo`'s command builds exactly its config."""
+    from finescope_nb import cli
+    from finescope_nb.config import ModelConfig
+
+    args = cli._parser().parse_args(["run", "--domain", "math", "--run-dir", "runs/demo-math"])  # the Makefile's demo
+    assert cli._run_config(args).config_hash() == pipeline.default_config("math", model=ModelConfig(path=None)).config_hash()

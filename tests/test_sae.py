@@ -274,6 +274,28 @@ def test_cached_sae_resumes_after_capture_and_after_training(tmp_path, monkeypat
     assert not list((tmp_path / "b" / "sae").glob("*.partial"))
 
 
+def test_cached_sae_measures_metrics_as_each_caller_asks(tmp_path, monkeypatch):
+    """A cached SAE never hands its first caller's metrics to a caller that asked for another measurement."""
+    import finescope_nb.sae.cache as cache
+
+    model, tok = tm.llama(), tm.tokenizer()
+    config = SAEConfig(layer=1, d_sae=32, k=4, train_tokens=2048, batch_size=256,
+                       capture=ActivationConfig(max_length=32, batch_size=8))
+    first = cache.cached_sae(model, tok, config, runs_dir=tmp_path, heldout_docs=8, heldout_tokens=64, loss_tokens=32,
+                             progress=False)
+    assert first.metrics["heldout_tokens"] == 64
+    more = cache.cached_sae(model, tok, config, runs_dir=tmp_path, heldout_docs=8, heldout_tokens=200, loss_tokens=32,
+                            progress=False)
+    assert more.metrics["heldout_tokens"] == 200 and more.metrics["evaluated_on"]["heldout_tokens"] == 200
+    calls = []
+    monkeypatch.setattr(cache, "evaluate_sae", lambda *a, **k: calls.append(k) or {})
+    again = cache.cached_sae(model, tok, config, runs_dir=tmp_path, heldout_docs=8, heldout_tokens=200, loss_tokens=32,
+                             progress=False)  # measured once, then kept beside the SAE
+    back = cache.cached_sae(model, tok, config, runs_dir=tmp_path, heldout_docs=8, heldout_tokens=64, loss_tokens=32,
+                            progress=False)  # the SAE's own request: its own metrics
+    assert not calls and again.metrics == more.metrics and back.metrics == first.metrics
+
+
 def test_decoder_bias_starting_at_the_mean_learns_offset_activations_in_few_steps():
     """A pretrained residual has a large constant offset; from zeros, a short run spends itself on it."""
     rng = np.random.default_rng(0)

@@ -12,12 +12,13 @@ from finescope_nb.curate.base import Selection, Selector, check_seeds, pool_text
 from finescope_nb.curate.baselines import DenseSelector, HashedNgramSelector, RandomSelector
 from finescope_nb.curate.codes import SparseCodes, dense_embeddings, enrichment_table, feature_enrichment, sae_codes
 from finescope_nb.curate.export import export_selection, load_curated
-from finescope_nb.curate.measure import auroc, cut_metrics, evaluate_selectors, precision_at_m, recall_at_m, summarize
+from finescope_nb.curate.measure import (auroc, cut_metrics, evaluate_selectors, precision_at_m, recall_at_m, summarize,
+                                       topic_mix)
 from finescope_nb.curate.sae_selector import SAESelector, default_sae_selector
 
 __all__ = [
     "DenseSelector", "HashedNgramSelector", "RandomSelector", "SAESelector", "Selection", "Selector",
     "SparseCodes", "auroc", "cut_metrics", "check_seeds", "default_sae_selector", "dense_embeddings", "enrichment_table", "evaluate_selectors",
     "export_selection", "feature_enrichment", "load_curated", "pool_texts", "precision_at_m", "recall_at_m",
-    "sae_codes", "summarize",
+    "sae_codes", "summarize", "topic_mix",
 ]

@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from finescope_nb.activations import ActivationConfig, capture, check_layer, context_length, pool_per_document
-from finescope_nb.errors import FinescopeError
+from finescope_nb.errors import FinescopeError, warn_once
 from finescope_nb.sae.codes import POOLINGS, PooledCodes
 
 
@@ -79,10 +79,11 @@ def warn_truncated(tokenizer, texts: Sequence[str], max_length: int, what: str =
     long = [i for i, n in enumerate(lengths) if n > max_length]
     if long:
         shown = ", ".join(map(str, long[:10])) + (", ..." if len(long) > 10 else "")
-        warnings.warn(f"{what} {shown} {'is' if len(long) == 1 else 'are'} longer than the context of {max_length} tokens "
-                      f"(longest {max(lengths)}) and {'was' if len(long) == 1 else 'were'} truncated to the first "
-                      f"{max_length}; raise capture max_length to use more of {'it' if len(long) == 1 else 'them'}.",
-                      stacklevel=3)
+        warn_once(("truncated", what, max_length),
+                  f"{what} {shown} {'is' if len(long) == 1 else 'are'} longer than the context of {max_length} tokens "
+                  f"(longest {max(lengths)}) and {'was' if len(long) == 1 else 'were'} truncated to the first "
+                  f"{max_length}; raise capture max_length to use more of {'it' if len(long) == 1 else 'them'} "
+                  f"(later {what.lower()}s cut to {max_length} tokens are not reported again).", stacklevel=3)
 
 
 def _token_pools(model, tokenizer, texts, layer, config, encode=None, progress=False):

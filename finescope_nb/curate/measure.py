@@ -89,3 +89,14 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     out.columns = [f"{metric}_{stat}" for metric, stat in out.columns]
     return out.reset_index()
 
+
+def topic_mix(curated_topics: Sequence[str], seed_topics: Sequence[str]) -> pd.DataFrame:
+    """Per topic: how many seeds and how many curated documents carry it, and its share of the curated set.
+
+    With labelled topics this shows what the seeds steered the selection to: ten seeds that all come
+    from one kind of document curate that kind, whatever the domain holds besides."""
+    curated = pd.Series(list(curated_topics), dtype=object).value_counts()
+    seeds = pd.Series(list(seed_topics), dtype=object).value_counts()
+    mix = pd.DataFrame({"seeds": seeds, "curated": curated}).fillna(0).astype(int)
+    mix["curated_share"] = (mix.curated / max(int(mix.curated.sum()), 1)).round(3)
+    return mix.rename_axis("topic").reset_index().sort_values(["curated", "seeds"], ascending=False, ignore_index=True)

@@ -114,7 +114,9 @@ def curate_top(sae, model, tokenizer, pool: pd.DataFrame, codes: PooledCodes, se
     return pool.iloc[selection.rows].assign(score=selection.scores[selection.rows]).reset_index(drop=True)
 
 
-def curate_domain(ws: Workspace, domain: str, m: int, n_seeds: int = 10, seed: int = 0) -> pd.DataFrame:
-    """FineScope's curated set for `domain`: the top `m` pool documents from `n_seeds` held-out seeds drawn with `seed`."""
-    seeds = load_seeds(domain=domain, n=n_seeds, seed=seed)["text"]
+def curate_domain(ws: Workspace, domain: str, m: int, n_seeds: int = 10, seed: int = 0,
+                  draw: str = "stratified") -> pd.DataFrame:
+    """FineScope's curated set for `domain`: the top `m` pool documents from `n_seeds` held-out seeds drawn with
+    `seed` (`draw`: see corpus.load_seeds)."""
+    seeds = load_seeds(domain=domain, n=n_seeds, seed=seed, draw=draw)["text"]
     return curate_top(ws.sae, ws.model, ws.tokenizer, ws.pool, ws.codes, seeds, m)

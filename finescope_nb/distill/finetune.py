@@ -91,7 +91,11 @@ def _wrap(model, config: FinetuneConfig):
     adapter = get_adapter(model)
     lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
                       target_modules=lora_targets(model, config.lora_targets), fan_in_fan_out=adapter.conv1d)
-    return get_peft_model(model, lora)
+    # peft (up to 0.21.2, the newest) reads transformers' deprecated `is_gradient_checkpointing` property, which warns
+    # on every wrap; the kit never turns checkpointing on here, so that one warning says nothing to the user
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        return get_peft_model(model, lora)
 
 
 def _unwrap(model, config: FinetuneConfig):

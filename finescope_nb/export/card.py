@@ -60,7 +60,7 @@ def _seeds_line(info: RunInfo) -> str:
         if not path.is_file():
             return f"the user's seeds file `{cur.seeds_path}` (no longer found, so its sha256 is unknown)"
         return f"the user's seeds file `{path.name}`, sha256 `{hashlib.sha256(path.read_bytes()).hexdigest()}`"
-    texts = read_seeds(None, info.config.domain, cur.n_seeds, cur.seed)
+    texts = read_seeds(None, info.config.domain, cur.n_seeds, cur.seed, cur.seed_draw)
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()
     return (f"{len(texts)} held-out seed examples of the embedded {info.config.domain} seed set, drawn with seed {cur.seed} "
             f"(sha256 of their texts joined by newlines: `{digest}`)")

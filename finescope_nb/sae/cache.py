@@ -123,31 +123,54 @@ def cached_sae(model, tokenizer, config: SAEConfig, runs_dir: str | Path | None 
     folder = sae_dir(model, config, runs_dir)
     if texts is not None:
         folder = folder.with_name(f"{folder.name}-{texts.key}")
+    request = {"heldout_docs": heldout_docs, "heldout_tokens": heldout_tokens, "loss_tokens": loss_tokens}
+    heldout = texts.heldout[:heldout_docs] if texts is not None else shuffled_texts("validation", 0, heldout_docs)
     if distributed.broadcast((folder / META_FILE).is_file()):
-        return LayerSAE.load(folder, model)
+        return _metrics_as_requested(LayerSAE.load(folder, model), folder, model, tokenizer, heldout, request, progress)
     partial = folder.with_name(folder.name + ".partial")
     train_texts = texts.train if texts is not None else shuffled_texts("pool", config.seed, _docs_needed(config))
-    heldout = texts.heldout[:heldout_docs] if texts is not None else shuffled_texts("validation", 0, heldout_docs)
     if distributed.launched() and not distributed.broadcast((partial / "trained" / META_FILE).is_file()):
         _capture_in_shares(model, tokenizer, train_texts, config, partial, progress)
     sae = None
     with distributed.main_only("SAE training (sae-lens, one process)") as main:
         if main:
-            sae = _train_and_save(model, tokenizer, config, folder, partial, train_texts, heldout, heldout_tokens, loss_tokens,
-                                  progress)
+            sae = _train_and_save(model, tokenizer, config, folder, partial, train_texts, heldout, request, progress)
     return sae if sae is not None else LayerSAE.load(folder, model)
 
 
+def _metrics_as_requested(sae: LayerSAE, folder: Path, model, tokenizer, heldout: list[str], request: dict,
+                          progress: bool) -> LayerSAE:
+    """The cached SAE with its held-out metrics measured as `request` asks (documents and tokens).
+
+    The SAE's own metrics were measured as its first caller asked; a caller asking for another
+    measurement (notebook 02's 200,000 tokens against the pipeline's 50,000) gets it computed once
+    and kept beside the SAE in metrics-<hash>.json, never someone else's numbers under its request."""
+    if sae.metrics.get("evaluated_on") == request:
+        return sae
+    digest = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:12]
+    kept = folder / f"metrics-{digest}.json"
+    if not distributed.broadcast(kept.is_file()):
+        with distributed.main_only("SAE evaluation (one process)") as main:
+            if main:
+                write_json_atomic(kept, _evaluate(sae, model, tokenizer, heldout, request, progress))
+    sae.metrics.update(json.loads(kept.read_text()))
+    return sae
+
+
+def _evaluate(sae: LayerSAE, model, tokenizer, heldout: list[str], request: dict, progress: bool) -> dict:
+    return evaluate_sae(sae, model, tokenizer, heldout, n_tokens=request["heldout_tokens"],
+                        loss_tokens=request["loss_tokens"], progress=progress) | {"evaluated_on": request}
+
+
 def _train_and_save(model, tokenizer, config: SAEConfig, folder: Path, partial: Path, train_texts: list[str],
-                    heldout: list[str], heldout_tokens: int, loss_tokens: int, progress: bool) -> LayerSAE:
+                    heldout: list[str], request: dict, progress: bool) -> LayerSAE:
     if (partial / "trained" / META_FILE).is_file():
         sae = LayerSAE.load(partial / "trained", model)
     else:
         sae = train_sae(model, tokenizer, train_texts, config, progress=progress,
                         acts=_captured(model, tokenizer, train_texts, config, partial, progress))
         sae.save(partial / "trained")
-    sae.metrics.update(evaluate_sae(sae, model, tokenizer, heldout,
-                                    n_tokens=heldout_tokens, loss_tokens=loss_tokens, progress=progress))
+    sae.metrics.update(_evaluate(sae, model, tokenizer, heldout, request, progress))
     sae.save(folder)
     shutil.rmtree(partial, ignore_errors=True)
     return sae

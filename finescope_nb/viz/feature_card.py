@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from finescope_nb.tokens import FRAGMENT_MARK
 from finescope_nb.viz.html import examples_html, logit_table_html
 
 
@@ -59,11 +60,16 @@ def update_domains(fig, stats, feature: int) -> None:
                       height=260, margin=dict(t=40, b=40, l=50, r=10))
 
 
+TOKEN_LEGEND = ('<div class="finescope-token-legend" style="color: grey; font-size: small">'
+                f"{FRAGMENT_MARK}ing: a token that continues a word (no space before it); &lt;0xE2&gt;: one byte of a "
+                "character split over several tokens (docs/GLOSSARY.md)</div>")
+
+
 def feature_card_html(stats, feature: int, enrichment: np.ndarray | None = None) -> str:
     """Header, top examples and logit table as one HTML block (the figures come separately)."""
     return (f'<div class="finescope-feature-card">{header_html(stats, feature, enrichment)}'
             f"<h4>Top activations</h4>{examples_html(stats.examples(feature))}"
-            f"<h4>Logit effects</h4>{logit_table_html(stats.logits(feature))}</div>")
+            f"<h4>Logit effects</h4>{logit_table_html(stats.logits(feature))}{TOKEN_LEGEND}</div>")
 
 
 def feature_card(stats, feature: int, enrichment: np.ndarray | None = None) -> dict:

@@ -19,6 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from finescope_nb.errors import FinescopeError
+from finescope_nb.tokens import plain
 from finescope_nb.viz.feature_card import domain_figure, header_html, histogram_figure, update_domains, update_histogram
 from finescope_nb.viz.html import examples_html, logit_table_html, prompt_html
 
@@ -89,10 +90,10 @@ class FeatureExplorer(widgets.VBox):
     def filtered(self) -> pd.DataFrame:
         """Live features matching the token search and domain filter, in the chosen order."""
         df = self.table[self.table.density > 0]
-        query = self.search.value.strip().lower()
+        query = plain(self.search.value.strip()).strip().lower()  # a label as displayed ('·ing') or as typed
         if query:
-            promotes = {f: {self.stats.tokens[i].strip().lower() for i in self.stats.logit_top_ids[f]} for f in df.feature}
-            df = df[[query == row.peak_token.strip().lower() or query in promotes[row.feature] for row in df.itertuples()]]
+            promotes = {f: {plain(self.stats.tokens[i]).strip().lower() for i in self.stats.logit_top_ids[f]} for f in df.feature}
+            df = df[[query == plain(row.peak_token).strip().lower() or query in promotes[row.feature] for row in df.itertuples()]]
         if self.domain.value != "any" and "domain" in df.columns:
             df = df[df.domain == self.domain.value]
         return df.sort_values(SORT_KEYS[self.sort.value], ascending=False)

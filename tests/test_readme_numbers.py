@@ -1,0 +1,41 @@
+"""The README's measured numbers are the recorded results': each is formatted from benchmarks/results here."""
+
+import json
+
+from finescope_nb.paths import REPO_ROOT
+
+README = (REPO_ROOT / "README.md").read_text()
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+
+
+def test_sae_numbers_match_sae_json():
+    sae = json.loads((RESULTS / "sae.json").read_text())
+    recovered = (sae["zero_ablation_loss"] - sae["spliced_loss"]) / (sae["zero_ablation_loss"] - sae["clean_loss"])
+    assert (f"explained variance {sae['explained_variance']:.3f}, {sae['dead_fraction']:.1%} dead, "
+            f"{recovered:.1%} of the loss gap recovered") in README
+
+
+def test_curation_numbers_match_curation_json():
+    bench = json.loads((RESULTS / "curation.json").read_text())
+    p = bench["precision_at_m"]["coarse"]["sae mean centroid (default)"]
+    assert (f"precision@500](docs/GLOSSARY.md#precision-at-m) is {p['code']:.2f} on code and {p['math']:.2f} on math, "
+            f"{p['stem']:.2f} on stem, {p['humanities']:.2f} on humanities and {p['social_sciences']:.2f} on social sciences") in README
+    fine = bench["fine_goal"]
+    assert f"it reaches {fine['sae_macro_precision']:.2f} against {fine['dense_centred_macro_precision']:.2f}" in README
+    spread = max(bench["precision_std"]["coarse"]["sae mean centroid (default)"].values())
+    assert f"standard deviation of up to {spread:.2f}" in README
+    macro = bench["macro"]
+    default, paper = "sae mean centroid (default)", "sae max max-over-seeds (paper)"
+    assert (f"centroid scored macro precision {macro['coarse'][default]['precision_mean']:.3f} on the five domains") in README
+    assert (f"{macro['fine'][default]['precision_mean']:.3f} on the fine topics (precision@100), the paper's selector "
+            f"{macro['coarse'][paper]['precision_mean']:.3f} and {macro['fine'][paper]['precision_mean']:.3f}") in README
+
+
+def test_ablation_table_matches_ablation_json():
+    retained = json.loads((RESULTS / "ablation.json").read_text())["retained"]
+    for row, cells in retained.items():
+        if row == "unpruned":
+            continue
+        for domain in ("math", "code"):
+            cell = cells[domain]
+            assert f"{cell['mean']:.4f} ± {cell['std']:.4f}" in README, (row, domain)
