@@ -2,6 +2,7 @@
 #   make demo   set up if needed, then run FineScope on the embedded default
 #   make test   set up if needed, then run the whole test suite, notebooks included
 # `make lab` opens JupyterLab at the repository root (notebooks/, README.md and the reports under runs/).
+# `make docs` builds the executed notebooks' static site; `make screenshots` retakes the README's pictures.
 
 PYTHON ?= python3
 VENV := .venv

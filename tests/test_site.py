@@ -89,7 +89,7 @@ def test_every_page_opens_offline_and_draws_its_figures(fast_site, tmp_path):
 
             def console(message):
                 if message.type == "error":
-                    errors.append(f"console error: {message.text}")
+                    errors.append(f"console error: {message.text} ({message.location.get('url')})")
 
             page.route("**/*", offline)
             page.on("console", console)

@@ -45,16 +45,22 @@ def _numpy_payloads(value):
 
 
 def _with_buffers(entry: dict) -> dict:
-    """A widget model's state with its binary buffers put back at their paths."""
+    """A widget model's state with its binary buffers put back at their paths. A buffer whose path no longer
+    exists belonged to a one-off message the state has since dropped (plotly's _py2js_* traits): skipped."""
     state = copy.deepcopy(entry.get("state", {}))
     for buffer in entry.get("buffers", []):
-        data = base64.b64decode(buffer["data"]) if buffer.get("encoding", "base64") == "base64" else buffer["data"]
         *parents, last = buffer["path"]
         target = state
         for key in parents:
-            target = target[key]
-        target[last] = data
+            target = target[key] if isinstance(target, (dict, list)) and _has(target, key) else None
+        if isinstance(target, dict) or (isinstance(target, list) and _has(target, last)):
+            data = buffer["data"]
+            target[last] = base64.b64decode(data) if buffer.get("encoding", "base64") == "base64" else data
     return _numpy_payloads(state)
+
+
+def _has(container, key) -> bool:
+    return key in container if isinstance(container, dict) else isinstance(key, int) and 0 <= key < len(container)
 
 
 class WidgetRenderer:
