@@ -21,6 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "browser"))
 from lab_driver import CHROMIUM_PATH, launch_chromium  # noqa: E402
+
+from finescope_nb.errors import FinescopeError  # noqa: E402
 from tools import site  # noqa: E402
 from tools.execute import execute_notebook  # noqa: E402
 from tools.paths import EXECUTED_FAST  # noqa: E402
@@ -30,6 +32,12 @@ pytestmark = pytest.mark.slow
 
 # A figure drawn by plotly.js (an svg inside the placeholder), or an image output.
 DRAWN = "document.querySelectorAll('.jupyter-wrapper .js-plotly-plot .main-svg, .jupyter-wrapper .jp-OutputArea-output img').length"
+
+
+def test_a_site_without_executed_copies_says_how_to_get_them(tmp_path):
+    with pytest.raises(FinescopeError, match=r"No up-to-date executed copy of 00_quickstart.ipynb.*run `make test`"):
+        site.build_site("fast", tmp_path / "site", executed_dir=tmp_path / "none")
+    assert not (tmp_path / "site").exists()
 
 
 PROBE_CELLS = [

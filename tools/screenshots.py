@@ -14,6 +14,7 @@ Each PNG must stay under 200 KB (the README embeds them).
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def element(page, where: str):
     """The element a shot names: a CSS selector, or "cell:CODE" for the plotly figure of the cell running CODE."""
     if where.startswith("cell:"):
         cell = page.locator(".jp-CodeCell", has=page.locator(".jp-InputArea", has_text=where[5:]))
-        return cell.locator(".jp-OutputArea-output .js-plotly-plot").first
+        return cell.locator(".jp-OutputArea .js-plotly-plot").first
     return page.locator(where).first
 
 
@@ -75,25 +76,32 @@ def report_of_fast_run(runs: Path) -> Path:
     return report
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.screenshots", description=__doc__.split("\n\n")[0])
+    names = ["report_summary.png", *(name for _, _, name in SHOTS)]
+    parser.add_argument("only", nargs="*", choices=names, metavar="PNG", help=f"retake only these ({', '.join(names)})")
+    wanted = set(parser.parse_args(argv).only or names)
     t0 = time.perf_counter()
     IMAGES.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="finescope-screenshots-") as tmp:
         workdir = Path(tmp)
-        print("finescope run --domain math (fast mode) for the report ...", flush=True)
-        report = report_of_fast_run(workdir / "runs")
+        if "report_summary.png" in wanted:
+            print("finescope run --domain math (fast mode) for the report ...", flush=True)
+            report = report_of_fast_run(workdir / "runs")
         lab = LabServer(workdir)  # serves a copy of notebooks/ with FINESCOPE_RUNS_DIR=workdir/runs, fast mode
         try:
             with sync_playwright() as playwright:
                 browser = launch_chromium(playwright, workdir / "chromium-profile")
                 try:
                     page = browser.new_page()
-                    page.set_viewport_size({"width": 1100, "height": 1400})  # README-wide pictures, under 200 KB
-                    page.goto(report.as_uri())
-                    summary = page.locator(".plotly-graph-div").first  # the results section's figure comes first
-                    page.wait_for_function("document.querySelector('.plotly-graph-div .main-svg') !== null")
-                    save(summary, "report_summary.png")
-                    for notebook, where, name in SHOTS:
+                    # tall enough that no element scrolls under the notebook's toolbar
+                    page.set_viewport_size({"width": 1500, "height": 2600})
+                    if "report_summary.png" in wanted:
+                        page.goto(report.as_uri())
+                        summary = page.locator(".plotly-graph-div").first  # the results section's figure comes first
+                        page.wait_for_function("document.querySelector('.plotly-graph-div .main-svg') !== null")
+                        save(summary, "report_summary.png")
+                    for notebook, where, name in (shot for shot in SHOTS if shot[2] in wanted):
                         print(f"running {notebook} in JupyterLab ...", flush=True)
                         run_all_cells(page, lab.notebook_url(f"notebooks/{notebook}"), RUN_TIMEOUT_S)
                         save(element(page, where), name)

@@ -26,7 +26,7 @@ import yaml
 
 from finescope_nb.errors import FinescopeError
 from tools.execute import execute_notebook
-from tools.paths import EXECUTED_FAST, EXECUTED_FULL, IMAGES, ROOT, SITE, BUILD
+from tools.paths import BUILD, EXECUTED_FAST, EXECUTED_FULL, IMAGES, ROOT, SITE
 from tools.static_outputs import make_static
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -44,17 +44,14 @@ def stale(source: Path, executed_dir: Path) -> bool:
     return not copy.is_file() or copy.stat().st_mtime < source.stat().st_mtime
 
 
-def execute_full(executed_dir: Path = EXECUTED_FULL) -> list[str]:
+def execute_full(executed_dir: Path = EXECUTED_FULL) -> None:
     """Execute in full mode every notebook whose executed copy is missing or older than the notebook."""
-    ran = []
     for path in notebooks():
         if stale(path, executed_dir):
             t0 = time.perf_counter()
             print(f"executing {path.name} in full mode ...", flush=True)
             execute_notebook(path, executed_dir, fast=False, cell_timeout_s=3600)
             print(f"  {time.perf_counter() - t0:.0f} s", flush=True)
-            ran.append(path.name)
-    return ran
 
 
 def stage_sources(executed_dir: Path, stage: Path, mode: str) -> dict:
@@ -63,7 +60,7 @@ def stage_sources(executed_dir: Path, stage: Path, mode: str) -> dict:
     missing = [p.name for p in notebooks() if stale(p, executed_dir)]
     if missing:
         hint = ("run `make test` (or `python -m pytest tests/test_notebooks.py`), which keeps them"
-                if executed_dir == EXECUTED_FAST else "run `python -m tools.site full`, which executes them")
+                if mode == "fast" else "run `make docs`, which executes them")
         raise FinescopeError(f"No up-to-date executed copy of {', '.join(missing)} in {executed_dir}: {hint}.")
     shutil.rmtree(stage, ignore_errors=True)
     docs = stage / "docs"
