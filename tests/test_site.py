@@ -115,10 +115,14 @@ def test_every_page_opens_offline_and_draws_its_figures(fast_site, tmp_path):
                     undrawn = page.evaluate("document.querySelectorAll('div.finescope-figure:not(.js-plotly-plot)').length")
                     assert undrawn == 0, f"{path.name}: {undrawn} of {placeholders} figures were not drawn"
                 assert len(errors) == before, f"{path.relative_to(fast_site)}: " + "; ".join(errors[before:])[:2000]
-            # the threshold tuner is a widget: its last state is drawn as a static figure with its count
+            # widgets are drawn from their last state: the tuner with its cut, the recovery curves with the arms
+            # that a later cell trained (points added after the figure was displayed)
             page.goto((fast_site / "notebooks" / "05_curate_dataset.html").as_uri(), wait_until="load")
             tuner = page.locator(".finescope-threshold-tuner").first
-            assert tuner.locator(".js-plotly-plot .main-svg").count() == 1, "the tuner's histogram is not drawn"
+            assert tuner.locator(".js-plotly-plot .shapelayer path").count() >= 1, "the tuner's histogram shows no cut"
             assert "selected" in tuner.locator(".finescope-selected-count").inner_text(), "the tuner shows no count"
+            page.goto((fast_site / "notebooks" / "07_self_distill.html").as_uri(), wait_until="load")
+            arms = page.locator(".finescope-recovery-curves .scatterlayer .trace").count()
+            assert arms >= 3, f"the recovery curves show {arms} arms, not the 3 the notebook trained"
         finally:
             browser.close()

@@ -79,8 +79,11 @@ def report_of_fast_run(runs: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.screenshots", description=__doc__.split("\n\n")[0])
     names = ["report_summary.png", *(name for _, _, name in SHOTS)]
-    parser.add_argument("only", nargs="*", choices=names, metavar="PNG", help=f"retake only these ({', '.join(names)})")
-    wanted = set(parser.parse_args(argv).only or names)
+    parser.add_argument("only", nargs="*", metavar="PNG", help=f"retake only these ({', '.join(names)})")
+    only = parser.parse_args(argv).only
+    if set(only) - set(names):
+        parser.error(f"no picture named {sorted(set(only) - set(names))[0]!r}; the pictures are {', '.join(names)}")
+    wanted = set(only or names)
     t0 = time.perf_counter()
     IMAGES.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="finescope-screenshots-") as tmp:
