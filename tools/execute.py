@@ -16,9 +16,10 @@ from finescope_nb.artifacts import atomic_path
 # after the notebook's own and then dropped from the copy, writes each figure's current data and layout into
 # its synced state, so the saved state is the last one.
 SYNC_FIGURE_WIDGETS = """\
-import copy as _copy, gc as _gc
+import copy as _copy
+from ipywidgets.widgets.widget import _instances as _live_widgets
 from plotly.basewidget import BaseFigureWidget as _Figure
-for _w in [_o for _o in _gc.get_objects() if isinstance(_o, _Figure)]:
+for _w in [_o for _o in list(_live_widgets.values()) if isinstance(_o, _Figure)]:
     _w._widget_layout, _w._widget_data = _copy.deepcopy(_w._layout_obj._props), _copy.deepcopy(_w._data)
 """
 
