@@ -2,6 +2,7 @@
 #   make demo   set up if needed, then run FineScope on the embedded default
 #   make test   set up if needed, then run the whole test suite, notebooks included
 # `make lab` opens JupyterLab at the repository root (notebooks/, README.md and the reports under runs/).
+# `make docs` builds the executed notebooks' static site; `make screenshots` retakes the README's pictures.
 
 PYTHON ?= python3
 VENV := .venv
@@ -19,7 +20,7 @@ export JUPYTER_RUNTIME_DIR := $(CURDIR)/.jupyter_home/runtime
 export IPYTHONDIR := $(CURDIR)/.jupyter_home/ipython
 export MPLCONFIGDIR := $(CURDIR)/.jupyter_home/mpl
 
-.PHONY: setup demo test lab clean-venv system-deps real-models
+.PHONY: setup demo test lab clean-venv system-deps real-models docs docs-fast screenshots
 
 setup: $(STAMP) system-deps
 
@@ -29,7 +30,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,docs]'
 	$(BIN)/python -m ipykernel install --prefix $(VENV) --name python3 >/dev/null
 	touch $(STAMP)
 
@@ -53,6 +54,20 @@ test: setup real-models
 
 lab: setup
 	$(BIN)/jupyter lab --no-browser --ip 127.0.0.1 $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) .
+
+# The static site of the executed notebooks (tools/site.py), opened from disk: site/full/index.html.
+# `make docs` executes every notebook in full mode, reusing the stage results `make demo` left in runs/
+# (only notebooks changed since their last executed copy run again); `make docs-fast` builds site/fast/
+# from the fast-mode copies that the notebook tests of `make test` keep in build/executed/fast/.
+docs: setup
+	$(BIN)/python -m tools.site full
+
+docs-fast: setup
+	$(BIN)/python -m tools.site fast
+
+# The README's pictures (docs/img/), taken from the real widgets in chromium (tools/screenshots.py).
+screenshots: setup
+	$(BIN)/python -m tools.screenshots
 
 clean-venv:
 	rm -rf $(VENV)

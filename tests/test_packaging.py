@@ -22,14 +22,16 @@ def _environment_pip_list():
 
 def test_environment_yml_lists_the_same_packages_as_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = _names(project["dependencies"]) | _names(project["optional-dependencies"]["test"])
+    extras = project["optional-dependencies"]
+    wanted = _names(project["dependencies"]) | _names(extras["test"]) | _names(extras["docs"])
     listed = _names(_environment_pip_list())
     assert listed == wanted, f"differ: {sorted(listed ^ wanted)}"
 
 
 def test_pins_agree_between_pyproject_and_environment_yml():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    pins = {r for r in project["dependencies"] + project["optional-dependencies"]["test"] if "==" in r}
+    extras = project["optional-dependencies"]
+    pins = {r for r in project["dependencies"] + extras["test"] + extras["docs"] if "==" in r}
     assert pins <= set(_environment_pip_list()), sorted(pins - set(_environment_pip_list()))
 
 
