@@ -15,6 +15,7 @@ from __future__ import annotations
 from functools import partial
 
 import torch
+import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from finescope_nb.adapters import get_adapter
@@ -42,7 +43,7 @@ def row_logprobs(model, rows: torch.Tensor, targets: torch.Tensor, chunk_positio
 
 def _slice_logprobs(adapter, model, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     logits = adapter.head_logits(model, rows).float()
-    return logits.gather(-1, targets.to(logits.device).unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    return -F.cross_entropy(logits, targets.to(logits.device), reduction="none")  # the model's own loss, row by row
 
 
 def next_token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
