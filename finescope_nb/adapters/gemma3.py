@@ -4,8 +4,8 @@ The projections are named and laid out as in Llama (q/k/v/o, gate/up/down, heads
 of `head_dim`), so the unit maps, the surgery and the padding are Llama's. What differs, and why
 nothing else has to change for it:
 
-- `head_dim` is stated by the config (256 in the 270M model) and is not hidden_size / heads; it is
-  read from the config, never derived, so a pruned block's width is heads * 256.
+- `head_dim` is stated by the config (256 in the 270M model) and is not hidden_size / heads; Llama's
+  adapter already reads a stated head_dim first, so a pruned block's width is heads * 256.
 - q_norm and k_norm are RMS norms over one head's `head_dim` features, shared by every head: removing
   heads leaves them as they are, so surgery carries them through untouched.
 - The 270M model has one key-value head per block. As a head *group* that is the whole attention of
@@ -31,9 +31,6 @@ from .llama import LlamaAdapter
 
 class Gemma3Adapter(LlamaAdapter):
     model_types = ("gemma3_text",)
-
-    def head_dim(self, model: nn.Module) -> int:
-        return self.root(model).config.head_dim
 
     def gguf_tensors(self, model):
         return None

