@@ -146,14 +146,21 @@ def test_head_groups_never_remove_the_only_kv_group(tok, tmp_path):
     one_sentence(excinfo, "num_heads=2", "only KV head", "head_unit='query'", "valid counts are 4")
 
 
-def test_the_budget_share_of_the_whole_model_is_in_the_plan(tok):
+def test_the_budget_share_of_the_whole_model_is_in_the_plan_and_the_report(tok, tmp_path):
+    from types import SimpleNamespace
+
+    from finescope_nb.report import _prune_section
+
     model = gemma()
-    _, plan, _ = prune(model, tok, TEXTS, PruneConfig(ratio=0.2, head_unit="query", **ALL_LAYERS), progress=False)
+    config = PruneConfig(ratio=0.2, head_unit="query", **ALL_LAYERS)
+    pruned, plan, _ = prune(model, tok, TEXTS, config, progress=False)
     adapter = get_adapter(model)
     total = sum(p.numel() for p in model.parameters())  # the LM head is tied: counted once
     assert plan.params_total_before == total == model.num_parameters()
     assert plan.budget_share == adapter.non_embedding_parameters(model) / total
-    assert plan.to_dict()["params_total_before"] == total
+    save_pruned(pruned, tok, tmp_path / "prune" / "model", plan, config)
+    section = _prune_section(SimpleNamespace(stages={"prune": tmp_path / "prune"}), lambda figure: "")
+    assert f"({plan.budget_share:.0%} of the whole model&#x27;s {total:,}" in section
 
 
 @pytest.mark.parametrize("softcap", [None, 3.0])
