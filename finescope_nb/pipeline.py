@@ -256,7 +256,8 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
     def save_pruned_stage(result, d: Path) -> None:
         save_pruned(result[0], tokenizer, d / "model", result[1], config.prune)
         carry_provenance(provenance, d / "model", f"Pruned by finescope-nb for the {config.domain} domain: "
-                         f"{result[1].removed_fraction:.1%} of the non-embedding parameters removed ({config.prune.criterion} "
+                         f"{result[1].removed_fraction:.1%} of the non-embedding parameters (themselves "
+                         f"{result[1].budget_share:.0%} of the model's) removed ({config.prune.criterion} "
                          f"importance on the curated set, {config.prune.scope} scope), not fine-tuned.")
 
     pruned = stage("prune", prune_key, prune_stage, save=save_pruned_stage,

@@ -264,8 +264,9 @@ def _prune_section(info: RunInfo, fig) -> str:
     if plan_file is None or not plan_file.is_file():
         return ""
     plan = _read_json(plan_file)["plan"]
-    before, after = plan["params_before"], plan["params_after"]
-    return ("<h2>Pruning</h2>" + _items([("non-embedding parameters before", f"{before:,}"),
+    before, after, total = plan["params_before"], plan["params_after"], plan.get("params_total_before")
+    share = f" ({before / total:.0%} of the whole model's {total:,}: the pruning ratio is a share of this budget)" if total else ""
+    return ("<h2>Pruning</h2>" + _items([("non-embedding parameters before", f"{before:,}{share}"),
                                          ("non-embedding parameters after", f"{after:,}"),
                                          ("removed", f"{1 - after / before:.1%}"), ("head unit", plan["head_unit"])])
             + fig(kept_per_block(plan)))

@@ -29,11 +29,12 @@ from finescope_nb.lm import (
 )
 
 ARCHS = list(CONFIGS)
-KV_HEADS = {"llama": 2, "qwen2": 2, "mistral": 2, "gpt2": HEADS, "gpt_neox": HEADS}
+KV_HEADS = {"llama": 2, "qwen2": 2, "mistral": 2, "gemma3_text": 2, "gpt2": HEADS, "gpt_neox": HEADS}
+HEAD_DIMS = {"gemma3_text": 2 * HEAD_DIM}  # Gemma states head_dim apart from hidden / heads; the others derive it
 # Written out independently of the adapters, for the masking oracle.
 O_PROJ = {"llama": "self_attn.o_proj", "gpt2": "attn.c_proj", "gpt_neox": "attention.dense"}
 DOWN_PROJ = {"llama": "mlp.down_proj", "gpt2": "mlp.c_proj", "gpt_neox": "mlp.dense_4h_to_h"}
-FAMILY = {"llama": "llama", "qwen2": "llama", "mistral": "llama", "gpt2": "gpt2", "gpt_neox": "gpt_neox"}
+FAMILY = {"llama": "llama", "qwen2": "llama", "mistral": "llama", "gemma3_text": "llama", "gpt2": "gpt2", "gpt_neox": "gpt_neox"}
 
 
 def batch():
@@ -79,7 +80,7 @@ def test_adapter_reads_shapes_from_weights(arch):
     adapter = get_adapter(model)
     assert adapter is get_adapter(model.config) is get_adapter(arch)
     assert adapter.num_layers(model) == LAYERS and adapter.hidden_size(model) == HIDDEN
-    assert adapter.head_dim(model) == HEAD_DIM
+    assert adapter.head_dim(model) == HEAD_DIMS.get(arch, HEAD_DIM)
     for i in range(LAYERS):
         assert adapter.num_heads(model, i) == HEADS
         assert adapter.num_kv_heads(model, i) == adapter.num_head_groups(model, i) == KV_HEADS[arch]
@@ -203,7 +204,7 @@ def _write_pruned(model, folder, drop_groups, drop_channels):
 
 def _masked_logits(model, arch, drop_groups, drop_channels):
     """The original model with the dropped heads' outputs and channels zeroed before the output projections."""
-    n_rep = HEADS // KV_HEADS[arch]
+    n_rep, head_dim = HEADS // KV_HEADS[arch], HEAD_DIMS.get(arch, HEAD_DIM)
     layers = get_adapter(model).decoder_layers(model)
     handles = []
 
@@ -216,7 +217,7 @@ def _masked_logits(model, arch, drop_groups, drop_channels):
 
     for i, groups in drop_groups.items():
         heads = [h for g in groups for h in range(g * n_rep, (g + 1) * n_rep)]
-        features = [h * HEAD_DIM + d for h in heads for d in range(HEAD_DIM)]
+        features = [h * head_dim + d for h in heads for d in range(head_dim)]
         handles.append(layers[i].get_submodule(O_PROJ[FAMILY[arch]]).register_forward_pre_hook(zero(features)))
     for i, channels in drop_channels.items():
         handles.append(layers[i].get_submodule(DOWN_PROJ[FAMILY[arch]]).register_forward_pre_hook(zero(channels)))

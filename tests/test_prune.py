@@ -109,11 +109,11 @@ def test_save_and_reload_give_identical_logits(arch, tok, tmp_path):
     assert model_identity(reloaded) == model_identity(pruned)
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "gpt2", "gpt_neox"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "mistral", "gemma3_text", "gpt2", "gpt_neox"])
 def test_uniform_pruning_loads_with_stock_from_pretrained(arch, tok, tmp_path):
     model = tm.make_model(arch)
     # GPT-2 and GPT-NeoX tie head counts to hidden_size in their configs: only channels keep them stock-loadable
-    attention = arch in ("llama", "qwen2", "mistral")
+    attention = arch in ("llama", "qwen2", "mistral", "gemma3_text")
     config = PruneConfig(ratio=0.3, scope="uniform", prune_attention=attention, **ALL_LAYERS)
     pruned, plan, _ = prune(model, tok, TEXTS, config, progress=False)
     folder = save_pruned(pruned, tok, tmp_path / "pruned", plan, config)

@@ -4,8 +4,8 @@ import random
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import (AutoModelForCausalLM, GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig, PreTrainedTokenizerFast,
-                          Qwen2Config)
+from transformers import (AutoModelForCausalLM, Gemma3TextConfig, GPT2Config, GPTNeoXConfig, LlamaConfig, MistralConfig,
+                          PreTrainedTokenizerFast, Qwen2Config)
 
 WORDS = ("the a of to and in is it that for on with as was at by an be this are from or had not but what all were "
          "when we there can your which their said if do will each about how up out them then she many some so "
@@ -29,13 +29,24 @@ CONFIGS = {
                                       num_attention_heads=HEADS, intermediate_size=INTER,
                                       max_position_embeddings=64, initializer_range=0.3, **TOKENS),
 }
+# Gemma 3 as Gemma 3 270M is built, in miniature: head_dim stated apart from hidden / heads (16, not 8), sliding-
+# window layers (a window of 4 tokens, shorter than the test texts) around a global one, q/k norms
+GEMMA_LAYER_TYPES = ["sliding_attention", "full_attention", "sliding_attention"]
+CONFIGS["gemma3_text"] = lambda: Gemma3TextConfig(**{**LLAMA_LIKE, "head_dim": 2 * HEAD_DIM, "query_pre_attn_scalar": 2 * HEAD_DIM,
+                                                      "sliding_window": 4, "layer_types": GEMMA_LAYER_TYPES})
 ARCHS = list(CONFIGS)
 
 
 def make_model(arch: str, seed: int = 0):
     """A tiny random model of one family (see CONFIGS), in eval mode."""
     torch.manual_seed(seed)
-    return AutoModelForCausalLM.from_config(CONFIGS[arch]()).eval()
+    model = AutoModelForCausalLM.from_config(CONFIGS[arch]()).eval()
+    if arch == "gemma3_text":  # Gemma's norms start at zero weight (a scale of 1 + 0): make them act, q/k norms included
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("norm.weight"):
+                    p.normal_(0, 0.5)
+    return model
 
 
 def tokenizer(bos: bool = True) -> PreTrainedTokenizerFast:

@@ -116,6 +116,16 @@ class Adapter:
     def lm_head(self, model: nn.Module) -> nn.Module:
         return getattr(self.root(model), self.head)
 
+    def final_norm_scale(self, model: nn.Module) -> torch.Tensor | None:
+        """The per-feature scale the final norm applies after normalising (None where it has none)."""
+        weight = getattr(self.final_norm(model), "weight", None)
+        return None if weight is None else weight.detach().float()
+
+    def head_logits(self, model: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        """The logits the model computes from final hidden states (after the final norm): for code that
+        forms them in slices instead of calling the whole model."""
+        return self.lm_head(model)(hidden)
+
     def lora_target_modules(self, model: nn.Module) -> list[str]:
         """Leaf module names to pass to peft's LoraConfig(target_modules=...)."""
         return list(self.lora_targets)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from finescope_nb.logprobs import next_token_logprobs
 
 
 @torch.no_grad()
@@ -32,11 +33,10 @@ def option_logprobs(model, contexts: Sequence[Sequence[int]], options: Sequence[
         for row, (_, c, o) in enumerate(batch):
             ids[row, : len(c) + len(o)] = torch.tensor(c + o)
             mask[row, : len(c) + len(o)] = 1
-        logprobs = torch.log_softmax(model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                           use_cache=False).logits.float(), dim=-1).cpu()
+        logprobs = next_token_logprobs(model, ids.to(device), mask.to(device)).cpu()  # logits a slice at a time
         for row, (item, c, o) in enumerate(batch):
             positions = torch.arange(len(c) - 1, len(c) + len(o) - 1)
-            scores[item][slot[start + row]] = float(logprobs[row, positions, torch.tensor(o)].sum())
+            scores[item][slot[start + row]] = float(logprobs[row, positions].sum())
     return scores
 
 

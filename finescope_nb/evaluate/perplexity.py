@@ -23,6 +23,7 @@ from finescope_nb.corpus import DOMAINS, check_domain, load_split
 from finescope_nb.device import model_device
 from finescope_nb.errors import FinescopeError
 from finescope_nb.evaluate.registry import EvalOptions, register
+from finescope_nb.logprobs import next_token_logprobs
 
 
 def tokenize_texts(tokenizer, texts: Sequence[str], max_length: int) -> list[list[int]]:
@@ -52,13 +53,9 @@ def token_nll(model, sequences: Sequence[Sequence[int]], batch_size: int = 8,
             ids[row, : len(seq)] = torch.tensor(seq)
             mask[row, : len(seq)] = 1
         ids, mask = ids.to(device), mask.to(device)
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
-        logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-        target = ids[:, 1:]
-        nll = -logprobs.gather(-1, target.unsqueeze(-1)).squeeze(-1)
-        scored = mask[:, 1:].bool()
-        total += float(nll[scored].sum())
-        count += int(scored.sum())
+        logprobs = next_token_logprobs(model, ids, mask)  # logits a slice of positions at a time
+        total -= float(logprobs.sum())
+        count += int(mask[:, 1:].sum())
     total, count = distributed.all_reduce_numbers(total, count)
     return total, int(count)
 

@@ -7,9 +7,15 @@ derives from it (pruned, recovered) carries the same terms forward, with what wa
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
-from finescope_nb.models.registry import PROVENANCE_FILE
+from finescope_nb.models.registry import NAMED_MODELS, PROVENANCE_FILE, named_folder
+
+
+def _notices(info: dict) -> str:
+    names = info.get("notices") or []
+    return f" The terms travel with the weights: {', '.join(f'`{n}`' for n in names)} in this folder." if names else ""
 
 
 def _header(info: dict) -> str:
@@ -26,7 +32,7 @@ def base_card(info: dict) -> str:
         f"quantised model's values, not the original full-precision checkpoint.\n"
         f"- Architecture: `{info['model_type']}`, {info['parameters']:,} parameters; chat template: "
         f"{'yes' if info['chat_template'] else 'no'}.\n"
-        f"- Licence and terms: {info['terms']}\n\n"
+        f"- Licence and terms: {info['terms']}{_notices(info)}\n\n"
         f"Converted by `finescope fetch-model {info['name']}`. Load it with `finescope_nb.load_model({info['name']!r})` or "
         "stock `AutoModelForCausalLM.from_pretrained(<this folder>)`.\n"
     )
@@ -45,6 +51,10 @@ def carry_provenance(info: dict | None, folder: str | Path, what: str) -> None:
     folder = Path(folder)
     (folder / PROVENANCE_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     (folder / "README.md").write_text(derived_card(info, what), encoding="utf-8")
+    base = named_folder(info["name"]) if info.get("name") in NAMED_MODELS else None
+    for name in info.get("notices") or []:  # the terms files, copied from the converted base model
+        if base is not None and (base / name).is_file():
+            shutil.copyfile(base / name, folder / name)
 
 
 def derived_card(info: dict, what: str) -> str:
@@ -54,5 +64,5 @@ def derived_card(info: dict, what: str) -> str:
         f"- Base model: {info['origin']}.\n"
         f"- Base weights: {', '.join(info['packages'])}, `{info['gguf']}` (sha256 `{info['gguf_sha256']}`), "
         f"de-quantised from {info['quantisation']}.\n"
-        f"- Licence and terms (carried over from the base model): {info['terms']}\n"
+        f"- Licence and terms (carried over from the base model): {info['terms']}{_notices(info)}\n"
     )

@@ -54,36 +54,55 @@ def _installed_version(dist: str) -> str | None:
         return None
 
 
+def package_problems(entry: NamedModel) -> list[str]:
+    """Each pinned package that is missing or at another version, as "name==pinned (missing)" or "(installed X)"."""
+    installed = {dist: _installed_version(dist) for dist, _ in entry.packages}
+    return [f"{dist}=={version} ({'missing' if installed[dist] is None else 'installed ' + installed[dist]})"
+            for dist, version in entry.packages if installed[dist] != version]
+
+
 def install_packages(entry: NamedModel, progress: bool = True) -> None:
-    """pip-install (without dependencies) each pinned package that is missing or at another version."""
-    missing = [f"{dist}=={version}" for dist, version in entry.packages if _installed_version(dist) != version]
-    if not missing:
+    """pip-install (without dependencies) each pinned package that is missing or at another version, then check
+    that every one of them is at its pinned version."""
+    problems = package_problems(entry)
+    if not problems:
         return
-    _say(progress, f"Installing {' '.join(missing)} from the package index (--no-deps) ...")
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", "-q", *missing],
+    pins = [problem.split(" ")[0] for problem in problems]
+    _say(progress, f"Installing {' '.join(pins)} from the package index (--no-deps) ...")
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", "-q", *pins],
                           capture_output=True, text=True)
     if done.returncode != 0:
         errors = [line.strip() for line in done.stderr.splitlines() if "ERROR" in line] or done.stderr.strip().splitlines()[-1:]
-        raise FinescopeError(f"Could not install {', '.join(missing)} for the named model {entry.name!r} (pip: "
+        raise FinescopeError(f"Could not install {', '.join(problems)} for the named model {entry.name!r} (pip: "
                              f"{errors[-1] if errors else 'exit code ' + str(done.returncode)}); check that the package "
                              "index is reachable and run the command again (nothing was written).")
     importlib.invalidate_caches()
+    left = package_problems(entry)
+    if left:
+        raise FinescopeError(f"After pip install, the packages {', '.join(left)} of the named model {entry.name!r} are still "
+                             f"not at their pinned versions; install them with `pip install --force-reinstall --no-deps "
+                             f"{' '.join(problem.split(' ')[0] for problem in left)}` (nothing was written).")
+
+
+def _package_file(dist: str, rel: str) -> Path | None:
+    try:
+        source = Path(importlib.metadata.distribution(dist).locate_file(rel))
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return source if source.is_file() else None
 
 
 def assemble_gguf(entry: NamedModel, out: Path) -> Path:
     """Concatenate the entry's files into `out`, checking size and sha256; a mismatch deletes `out`."""
+    absent = [(dist, rel) for dist, rel in entry.files if _package_file(dist, rel) is None]
+    if absent:
+        pins = " ".join(sorted({f"{dist}=={dict(entry.packages)[dist]}" for dist, _ in absent}))
+        raise FinescopeError(f"The pieces {', '.join(f'{rel} of {dist}' for dist, rel in absent)} of the named model "
+                             f"{entry.name!r} are not installed; reinstall with `pip install --force-reinstall --no-deps {pins}`.")
     digest, size = hashlib.sha256(), 0
     with open(out, "wb") as sink:
         for dist, rel in entry.files:
-            try:
-                source = Path(importlib.metadata.distribution(dist).locate_file(rel))
-            except importlib.metadata.PackageNotFoundError:
-                source = None
-            if source is None or not source.is_file():
-                raise FinescopeError(f"The package {dist} does not hold {rel}, a piece of the named model {entry.name!r}; "
-                                     f"reinstall it with `pip install --force-reinstall --no-deps {dist}=="
-                                     f"{dict(entry.packages)[dist]}`.")
-            with open(source, "rb") as piece:
+            with open(_package_file(dist, rel), "rb") as piece:
                 for block in iter(lambda: piece.read(1 << 22), b""):
                     digest.update(block)
                     sink.write(block)
@@ -97,6 +116,19 @@ def assemble_gguf(entry: NamedModel, out: Path) -> Path:
     return out
 
 
+def copy_notices(entry: NamedModel, out: Path) -> list[str]:
+    """Copy the licence and terms files the entry's packages ship into `out`; their names."""
+    names = []
+    for dist, rel in entry.notices:
+        source = _package_file(dist, rel)
+        if source is None:
+            raise FinescopeError(f"The package {dist} does not hold {rel}, the terms of the named model {entry.name!r}; "
+                                 f"reinstall it with `pip install --force-reinstall --no-deps {dist}=={dict(entry.packages)[dist]}`.")
+        shutil.copyfile(source, out / source.name)
+        names.append(source.name)
+    return names
+
+
 def _gguf_config(gguf_path: Path):
     from transformers import AutoConfig
 
@@ -107,8 +139,9 @@ def _gguf_config(gguf_path: Path):
                              f"the kit supports the architectures {', '.join(supported_model_types())}.") from exc
 
 
-def convert_gguf(gguf_path: str | Path, out: str | Path, provenance: dict) -> Path:
-    """De-quantise a GGUF into an ordinary Hugging Face folder `out` (bfloat16 safetensors, tokenizer, card)."""
+def convert_gguf(gguf_path: str | Path, out: str | Path, provenance: dict, notices=None) -> Path:
+    """De-quantise a GGUF into an ordinary Hugging Face folder `out` (bfloat16 safetensors, tokenizer, card);
+    `notices(out)`, when given, copies the licence files into `out` and returns their names for the card."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf_path, out = Path(gguf_path), Path(out)
@@ -126,7 +159,7 @@ def convert_gguf(gguf_path: str | Path, out: str | Path, provenance: dict) -> Pa
     plain.to(torch.bfloat16).save_pretrained(out)
     tokenizer.save_pretrained(out)
     info = {**provenance, "model_type": config.model_type, "parameters": sum(p.numel() for p in plain.parameters()),
-            "chat_template": bool(getattr(tokenizer, "chat_template", None))}
+            "chat_template": bool(getattr(tokenizer, "chat_template", None)), "notices": notices(out) if notices else []}
     (out / PROVENANCE_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     (out / "README.md").write_text(base_card(info), encoding="utf-8")
     return out
@@ -152,7 +185,7 @@ def fetch_model(name: str, force: bool = False, progress: bool = True) -> Path:
         _say(progress, f"Checking the sha256 of {entry.gguf_name} ...")
         gguf_path = assemble_gguf(entry, staging / entry.gguf_name)
         _say(progress, f"Converting {entry.gguf_name} to a Hugging Face folder (de-quantising {entry.quantisation}) ...")
-        convert_gguf(gguf_path, staging / "model", provenance(entry))
+        convert_gguf(gguf_path, staging / "model", provenance(entry), notices=lambda out: copy_notices(entry, out))
         previous = staging / "previous"
         if target.exists():  # set aside, not deleted, until the new folder is in place
             target.rename(previous)

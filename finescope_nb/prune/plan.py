@@ -39,10 +39,19 @@ class PrunePlan:
     params_after: int
     layer_params_before: list[int] = field(default_factory=list)
     layer_params_after: list[int] = field(default_factory=list)
+    # every parameter of the model before pruning, embeddings and LM head included (a tied head counted once)
+    params_total_before: int = 0
 
     @property
     def removed_fraction(self) -> float:
         return 1 - self.params_after / self.params_before
+
+    @property
+    def budget_share(self) -> float:
+        """What share of the whole model the non-embedding budget (what a ratio is a share of) is: a ratio
+        of 30% removes 30% of this share, so in a model whose vocabulary holds most parameters the whole
+        model shrinks far less."""
+        return self.params_before / self.params_total_before
 
     def table(self) -> pd.DataFrame:
         """Per block: heads, KV heads, channels and parameters before and after."""
@@ -136,9 +145,11 @@ def _uniform(model, scores: ImportanceScores, config: PruneConfig, layers: range
             valid = _valid_head_counts(model, i, config.head_unit)
             if config.num_heads not in valid:
                 shape = get_adapter(model).layer_shape(model, i)
+                only = (", and its only KV head is never removed: use head_unit='query' to remove query heads"
+                        if shape["num_kv_heads"] == 1 and config.head_unit == "group" else "")
                 raise FinescopeError(f"num_heads={config.num_heads} breaks grouped-query attention in layer {i} "
                                      f"({shape['num_heads']} query heads over {shape['num_kv_heads']} KV heads, "
-                                     f"head_unit={config.head_unit!r}); valid counts are {', '.join(map(str, valid))}.")
+                                     f"head_unit={config.head_unit!r}{only}); valid counts are {', '.join(map(str, valid))}.")
         valid = _valid_head_counts(model, layers[0], config.head_unit)
         h = len(valid) - 1 - valid.index(config.num_heads)
         if h and not config.prune_attention:
@@ -214,7 +225,8 @@ def plan_pruning(model, scores: ImportanceScores, config: PruneConfig = PruneCon
         after_params[i] -= sum(u.cost for u in removed if u.layer == i and u.kind == "head")
         after_params[i] -= len(gone_channels) * unit_cost(model, i, "mlp")
     return PrunePlan(config.head_unit, keep_heads, keep_channels, shapes, after_shapes, before,
-                     before - sum(a - b for a, b in zip(layer_params, after_params)), layer_params, after_params)
+                     before - sum(a - b for a, b in zip(layer_params, after_params)), layer_params, after_params,
+                     sum(p.numel() for p in adapter.root(model).parameters()))
 
 
 def _round_kept(scores: torch.Tensor, gone: set[int], multiple: int) -> set[int]:

@@ -24,6 +24,13 @@ def apply_plan(model, plan: PrunePlan, inplace: bool = False):
     adapter = get_adapter(model)
     if layer_shapes(model) != plan.shapes_before:
         raise FinescopeError("This plan was made for a model of other layer shapes; plan again on this model.")
+    emptied = [i for i, kept in plan.keep_heads.items() if not kept]
+    if emptied:
+        i, groups = emptied[0], plan.shapes_before[emptied[0]]["num_kv_heads"]
+        what = "its only key-value group" if groups == 1 else f"all {groups} of its key-value groups"
+        raise FinescopeError(f"This plan removes every attention head of block {i} ({what}), which would leave the block "
+                             "without attention; keep at least one head unit per block, or prune query heads within the "
+                             "group with head_unit='query'.")
     pruned = model if inplace else copy.deepcopy(model)
     root = adapter.root(pruned)
     slice_heads = adapter.head_group_slices if plan.head_unit == "group" else adapter.query_head_slices

@@ -17,6 +17,7 @@ from finescope_nb.activations import ActivationConfig, capture, context_length, 
 from finescope_nb.device import model_device
 from finescope_nb.errors import FinescopeError
 from finescope_nb.lm import get_adapter
+from finescope_nb.logprobs import next_token_logprobs
 from finescope_nb.sae.layer_sae import LayerSAE
 
 
@@ -47,11 +48,11 @@ def reconstruction_metrics(sae: LayerSAE, batches) -> dict:
     }
 
 
-def _next_token_loss(logits: torch.Tensor, input_ids: torch.Tensor, keep: torch.Tensor) -> tuple[float, int]:
-    """Summed cross-entropy of predicting each kept token from its prefix, and how many there were."""
+def _next_token_loss(model, input_ids: torch.Tensor, mask: torch.Tensor, keep: torch.Tensor) -> tuple[float, int]:
+    """Summed cross-entropy of predicting each kept token from its prefix, and how many there were (the logits
+    formed a slice of positions at a time, as a large vocabulary needs)."""
     targets = keep[:, 1:]
-    losses = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), input_ids[:, 1:].flatten(), reduction="none")
-    return float(losses[targets.flatten()].sum()), int(targets.sum())
+    return -float(next_token_logprobs(model, input_ids, mask)[targets].sum()), int(targets.sum())
 
 
 @torch.no_grad()
@@ -82,8 +83,7 @@ def spliced_loss(sae: LayerSAE, model, tokenizer, texts, config: ActivationConfi
             mode["keep"] = keep
             for name in sums:
                 mode["value"] = name
-                logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
-                loss, n = _next_token_loss(logits, ids, keep)
+                loss, n = _next_token_loss(model, ids, mask, keep)
                 sums[name] += loss
             count += n
             if count >= max_tokens:

@@ -1,0 +1,57 @@
+"""Log-probabilities of the next tokens, with the logits formed a slice of positions at a time.
+
+A forward through the whole model materialises logits of shape [batch, tokens, vocabulary] and
+then their log-softmax, twice that again. With Gemma 3's 262,144-token vocabulary that is 2 GiB
+for 8 x 256 tokens in float32, more than the rest of the model. Here the decoder runs alone up to
+its final hidden states, and the LM head (through the adapter, so a soft-capping head caps) turns
+only `chunk_positions` rows at a time into logits, each slice reduced to one log-probability per row
+before the next is formed. With gradients on, each slice is checkpointed, so its logits are
+recomputed during the backward instead of kept. Perplexity, multiple choice and the bounded
+calibration loss all score tokens this way.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from finescope_nb.adapters import get_adapter
+
+SLICE_ELEMENTS = 1 << 24  # logits alive per slice by default (64 MiB in float32): 64 positions of Gemma's vocabulary
+
+
+def final_hidden(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The decoder's final hidden states ([batch, tokens, hidden], final norm applied), without the LM head."""
+    return get_adapter(model).base_model(model)(input_ids=input_ids, attention_mask=attention_mask,
+                                                use_cache=False).last_hidden_state
+
+
+def row_logprobs(model, rows: torch.Tensor, targets: torch.Tensor, chunk_positions: int | None = None) -> torch.Tensor:
+    """log p(targets[i] | rows[i]) for final hidden-state rows [n, hidden] and token ids [n], in float32,
+    never holding more than `chunk_positions` rows of logits (default: SLICE_ELEMENTS / vocabulary)."""
+    adapter = get_adapter(model)
+    size = chunk_positions or max(1, SLICE_ELEMENTS // adapter.lm_head(model).weight.shape[0])
+    score = partial(_slice_logprobs, adapter, model)
+    grad = torch.is_grad_enabled() and rows.requires_grad
+    parts = [checkpoint(score, rows[i:i + size], targets[i:i + size], use_reentrant=False) if grad
+             else score(rows[i:i + size], targets[i:i + size]) for i in range(0, len(targets), size)]
+    return torch.cat(parts) if parts else rows.new_zeros(0, dtype=torch.float32)
+
+
+def _slice_logprobs(adapter, model, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    logits = adapter.head_logits(model, rows).float()
+    return -F.cross_entropy(logits, targets.to(logits.device), reduction="none")  # the model's own loss, row by row
+
+
+def next_token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                        chunk_positions: int | None = None) -> torch.Tensor:
+    """[batch, tokens - 1]: log p(input_ids[:, t + 1] | input_ids[:, :t + 1]); positions whose next token is
+    padding are not scored (their entries are 0)."""
+    hidden = final_hidden(model, input_ids, attention_mask)
+    scored = attention_mask[:, 1:].bool().to(hidden.device)
+    out = torch.zeros(scored.shape, dtype=torch.float32, device=hidden.device)
+    out[scored] = row_logprobs(model, hidden[:, :-1][scored], input_ids[:, 1:].to(hidden.device)[scored], chunk_positions)
+    return out
