@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import platform
 import subprocess
@@ -85,7 +86,8 @@ def retrieval(pool: pd.DataFrame, progress: bool = True) -> dict:
     texts = pool["text"].tolist()
     saes = {"without": cached_sae(model, tokenizer, config, progress=progress),
             "with": cached_sae(model, tokenizer, config, progress=progress, texts=corpus_sae_texts(texts, config), **CARD)}
-    cache = WORK / f"codes-{'-'.join(s.config.config_hash() for s in saes.values())}-{len(pool)}.npz"
+    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:12]
+    cache = WORK / f"codes-{'-'.join(s.config.config_hash() for s in saes.values())}-{digest}.npz"
     if cache.is_file():
         data = np.load(cache)
         from finescope_nb.curate import SparseCodes
@@ -121,12 +123,13 @@ def retrieval(pool: pd.DataFrame, progress: bool = True) -> dict:
         return drawn[draw]
 
     labels = np.where(pool["target"].to_numpy(), DOMAIN, "other")
-    table = {}
+    table = {name: {"top_500_by_source_draw_0": top_sources(selector, prepared[name], seeds_for(DOMAIN, 0)[name], pool)}
+             for name, selector in selectors.items()}
     for m in MS:
         results = summarize(evaluate_selectors(selectors, prepared, labels, [DOMAIN], seeds_for, m=m, draws=DRAWS,
                                                progress=progress))
         for row in results.itertuples():
-            entry = table.setdefault(row.selector, {})
+            entry = table[row.selector]
             entry[f"precision_at_{m}"] = {"mean": round(row.precision_mean, 4), "std": round(row.precision_std, 4)}
             if m == 1000:
                 entry["recall_at_1000"] = {"mean": round(row.recall_mean, 4), "std": round(row.recall_std, 4)}
@@ -140,6 +143,13 @@ def retrieval(pool: pd.DataFrame, progress: bool = True) -> dict:
                         "metrics": {m: s.metrics.get(m) for m in ("explained_variance", "l0", "dead_fraction", "loss_recovered")}}
                     for k, s in saes.items()},
             "selectors": table}
+
+
+def top_sources(selector, prepared, seeds, pool: pd.DataFrame, m: int = 500) -> dict:
+    """Where a selection's documents come from: the embedded domain in each pool id (a label the selector never sees)."""
+    top = np.argsort(-selector.fit(seeds).score(prepared), kind="stable")[:m]
+    source = pool["id"].iloc[top].str.split("/").str[0]
+    return {k: int(v) for k, v in source.value_counts().items()}
 
 
 def one_run(corpus: Path) -> dict:
