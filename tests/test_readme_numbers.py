@@ -39,3 +39,21 @@ def test_ablation_table_matches_ablation_json():
         for domain in ("math", "code"):
             cell = cells[domain]
             assert f"{cell['mean']:.4f} ± {cell['std']:.4f}" in README, (row, domain)
+
+
+def test_own_domain_numbers_match_own_domain_json():
+    bench = json.loads((RESULTS / "own_domain.json").read_text())
+    selectors, run = bench["retrieval"]["selectors"], bench["run"]
+    cells = lambda name: " / ".join(f"{selectors[name][k]['mean']:.2f}" for k in ("precision_at_500", "precision_at_1000", "recall_at_1000"))
+    assert f"the SAE selector {cells('sae default selector, SAE without the new corpus')} with the default SAE" in README
+    assert f"and {cells('sae default selector, SAE with the new corpus')} with the SAE trained on that corpus" in README
+    assert f"dense baseline\n  {cells('dense centred centroid')}, n-gram {cells('ngram dsir (per-ngram mean)')}, random {cells('random')}" in README
+    assert f"retains {run['retained']:.3f} on the held-out books" in README
+
+
+def test_llama_cpp_numbers_match_export_json():
+    cpp = json.loads((RESULTS / "export.json").read_text())["llama_cpp"]
+    assert f"kit's float32 model by {cpp['mean_abs_logprob_diff']:.1e} on average" in README
+    assert f"agree on {cpp['greedy_agreement_32']:.1%} of the first 32" in README
+    speed = cpp["generation_tokens_per_s"]
+    assert f"It generates {speed['llama_cpp_f16']:.0f} tokens/s against the kit's {speed['kit_float32']:.0f}" in README
