@@ -57,3 +57,13 @@ def test_llama_cpp_numbers_match_export_json():
     assert f"agree on {cpp['greedy_agreement_32']:.1%} of the first 32" in README
     speed = cpp["generation_tokens_per_s"]
     assert f"It generates {speed['llama_cpp_f16']:.0f} tokens/s against the kit's {speed['kit_float32']:.0f}" in README
+
+
+def test_scope_numbers_match_export_json():
+    scopes = json.loads((RESULTS / "export.json").read_text())["scopes"]
+    pruned, recovered = scopes["pruned_ppl"], scopes["recovered_ppl"]
+    for domain in ("math", "code"):
+        for plan in ("per_layer", "uniform"):
+            assert f"{pruned[plan][domain]['mean']:.2f}" in README and f"{recovered[plan][domain]['mean']:.2f}" in README
+    cost = recovered["uniform"]["math"]["mean"] / recovered["per_layer"]["math"]["mean"] - 1
+    assert f"perplexity is {cost:.0%} higher on math" in README
