@@ -42,7 +42,7 @@ from benchmarks.curation_benchmark import embed  # noqa: E402
 from finescope_nb import paths  # noqa: E402
 from finescope_nb.artifacts import write_json_atomic  # noqa: E402
 from finescope_nb.corpus import load_pool  # noqa: E402
-from finescope_nb.curate import (DenseSelector, HashedNgramSelector, RandomSelector, SAESelector,  # noqa: E402
+from finescope_nb.curate import (DenseSelector, HashedNgramSelector, RandomSelector, SAESelector, SparseCodes,  # noqa: E402
                                  default_sae_selector, evaluate_selectors, summarize)
 
 NEW = ROOT / "data" / "new_domain"
@@ -90,7 +90,6 @@ def retrieval(pool: pd.DataFrame, progress: bool = True) -> dict:
     cache = WORK / f"codes-{'-'.join(s.config.config_hash() for s in saes.values())}-{digest}.npz"
     if cache.is_file():
         data = np.load(cache)
-        from finescope_nb.curate import SparseCodes
         dense = data["dense"]
         codes = {(k, "mean"): SparseCodes(data[f"{k}_indices"], data[f"{k}_values"], saes[k].d_sae) for k in saes}
     else:

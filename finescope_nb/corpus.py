@@ -172,9 +172,10 @@ def user_pool(path: str | Path) -> pd.DataFrame:
 
 
 def _format(path: Path) -> str:
-    """The format a user file is read as: its extension, or the one before `.gz` (datasets reads gzip itself)."""
-    suffixes = path.suffixes
-    return suffixes[-2] if len(suffixes) > 1 and suffixes[-1] == ".gz" else path.suffix
+    """The format a user file is read as: its extension, or for a gzipped text format the one before `.gz`
+    (datasets reads gzip itself; parquet compresses inside the file, so `.parquet.gz` is not a format)."""
+    inner = path.suffixes[-2] if len(path.suffixes) > 1 and path.suffix == ".gz" else None
+    return inner if inner in (".jsonl", ".json", ".csv") else path.suffix
 
 
 def _blank(path: Path, chunk: int = 1 << 16) -> bool:

@@ -147,6 +147,10 @@ def test_user_corpus_bad_inputs(tmp_path):
     empty_gz.write_bytes(gzip.compress(b"  \n"))
     with pytest.raises(FinescopeError, match="is empty"):
         corpus.load_user_corpus(empty_gz)
+    parquet_gz = tmp_path / "c.parquet.gz"
+    parquet_gz.write_bytes(gzip.compress(b"PAR1"))
+    with pytest.raises(FinescopeError, match="unsupported extension '.parquet.gz'"):
+        corpus.load_user_corpus(parquet_gz)
     with pytest.raises(FinescopeError, match="Unknown domain 'law'"):
         corpus.load_pool(["law"])
 
