@@ -69,11 +69,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_model_args(parser, pool=False)
     parser.add_argument("--domain", default="math")
+    parser.add_argument("--keep-runs", type=Path, default=None,
+                        help="an empty or new folder to use as the runs folder and keep afterwards (its trained SAE "
+                             "and encoded pool can then seed runs/ for the other benchmarks); default: a temporary one")
     args = parser.parse_args()
     out_path = result_path(args, "pipeline.json")
+    if args.keep_runs is not None and args.keep_runs.exists() and any(args.keep_runs.iterdir()):
+        raise SystemExit(f"--keep-runs {args.keep_runs} is not empty; the timed run needs an empty runs folder, "
+                         "so give a new or empty folder.")
     with tempfile.TemporaryDirectory(prefix="finescope-demo-") as tmp:
-        env = {**os.environ, "FINESCOPE_RUNS_DIR": str(Path(tmp) / "runs"), "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
-        run_dir = Path(tmp) / "runs" / f"demo-{args.domain}"
+        runs = args.keep_runs.resolve() if args.keep_runs is not None else Path(tmp) / "runs"
+        env = {**os.environ, "FINESCOPE_RUNS_DIR": str(runs), "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+        run_dir = runs / f"demo-{args.domain}"
         command = [sys.executable, "-m", "finescope_nb.cli", "run", "--domain", args.domain, "--run-dir", str(run_dir)]
         if args.model is not None:
             command[4:4] = ["--model", args.model]

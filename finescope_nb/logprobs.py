@@ -55,3 +55,37 @@ def next_token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
     out = torch.zeros(scored.shape, dtype=torch.float32, device=hidden.device)
     out[scored] = row_logprobs(model, hidden[:, :-1][scored], input_ids[:, 1:].to(hidden.device)[scored], chunk_positions)
     return out
+
+
+def response_loss(student, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor,
+                  teacher=None, kd_weight: float = 0.0, chunk_positions: int | None = None) -> torch.Tensor:
+    """Fine-tuning's loss with the logits formed a slice at a time: the mean over positions whose label is not
+    -100 of (1 - kd_weight) * cross-entropy + kd_weight * KL(teacher || student), the teacher's distribution
+    recomputed slice by slice under no_grad. Equals transformers' loss (and the whole-logit KL) up to float
+    rounding; what it saves is [batch, tokens, vocabulary] logits for the student and the teacher alike."""
+    hidden = final_hidden(student, input_ids, attention_mask)
+    targets = labels[:, 1:].to(hidden.device)
+    scored = targets != -100
+    rows, targets = hidden[:, :-1][scored], targets[scored]
+    teacher_rows = None
+    if teacher is not None and kd_weight > 0:
+        with torch.no_grad():
+            teacher_rows = final_hidden(teacher, input_ids, attention_mask)[:, :-1][scored.to(input_ids.device)]
+    adapter = get_adapter(student)
+    size = chunk_positions or max(1, SLICE_ELEMENTS // adapter.lm_head(student).weight.shape[0])
+    score = partial(_slice_loss, adapter, student, teacher, kd_weight)
+    parts = [checkpoint(score, rows[i:i + size], targets[i:i + size],
+                        None if teacher_rows is None else teacher_rows[i:i + size], use_reentrant=False)
+             for i in range(0, len(targets), size)]
+    return torch.cat(parts).mean()
+
+
+def _slice_loss(adapter, student, teacher, kd_weight: float, rows: torch.Tensor, targets: torch.Tensor,
+                teacher_rows: torch.Tensor | None) -> torch.Tensor:
+    logp = torch.log_softmax(adapter.head_logits(student, rows).float(), dim=-1)
+    ce = -logp.gather(1, targets[:, None]).squeeze(1)
+    if teacher_rows is None:
+        return ce
+    with torch.no_grad():
+        target = torch.log_softmax(get_adapter(teacher).head_logits(teacher, teacher_rows).float(), dim=-1)
+    return (1 - kd_weight) * ce + kd_weight * (target.exp() * (target - logp)).sum(-1)

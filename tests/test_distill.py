@@ -1,5 +1,7 @@
 """The recovery stage on tiny models: splitting, the filter, masking, LoRA, live curves, failure modes."""
 
+import importlib
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -294,3 +296,18 @@ def test_chat_prompts_keep_the_order_and_skip_the_added_special_tokens(monkeypat
     assert out[0] == continue_texts(teacher, chat_tok, [prompts[0]], max_new_tokens=3, add_special_tokens=False)[0]
     rewrite, flags = teacher_prompts(chat_tok, examples[:1], "rewrite")
     assert flags == [True] and "Continuation:\nit was" in rewrite[0] and "Rewrite the continuation" in rewrite[0]
+
+
+def test_fine_tuning_with_sliced_logits_trains_the_same_weights(tok, monkeypatch):
+    """Under WHOLE_LOGITS_ELEMENTS the loss forms logits a slice at a time; the trained model is the same."""
+    finetune_module = importlib.import_module("finescope_nb.distill.finetune")  # the package exports the function
+    teacher, student = tm.make_model("llama", seed=0), tm.make_model("llama", seed=1)
+    prompts, responses = [t[:20] for t in TEXTS], TEXTS[::-1]
+    config = FinetuneConfig(method="lora", steps=4, eval_every=4, lr=3e-3, batch_size=4, kd_weight=0.5)
+    whole, _ = finetune(student, tok, prompts, responses, config, progress=False, teacher=teacher)
+    monkeypatch.setattr(finetune_module, "WHOLE_LOGITS_ELEMENTS", 0)
+    monkeypatch.setattr(finetune_module, "response_loss", Calls(finetune_module.response_loss))
+    sliced, _ = finetune(student, tok, prompts, responses, config, progress=False, teacher=teacher)
+    assert finetune_module.response_loss.count == config.steps
+    for a, b in zip(whole.parameters(), sliced.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)

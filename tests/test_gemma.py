@@ -205,3 +205,25 @@ def test_the_multimodal_gemma3_is_refused_in_one_sentence(tmp_path):
     with pytest.raises(FinescopeError) as excinfo:
         load_model(tmp_path)
     one_sentence(excinfo, "multimodal", "'gemma3_text'")
+
+
+@pytest.mark.parametrize("kd_weight", [0.0, 0.4])
+def test_sliced_fine_tuning_loss_and_gradient_equal_the_whole_logit_ones(kd_weight, tok):
+    """Fine-tuning with Gemma's vocabulary forms its logits in slices (distill.finetune); the loss and the
+    gradient must be the whole-logit ones, through the soft-capped head and the teacher's KL alike."""
+    from finescope_nb.distill import collate, encode_pairs
+    from finescope_nb.distill.finetune import _loss
+
+    teacher, student = gemma(softcap=5.0, seed=0), gemma(softcap=5.0, seed=1).train()
+    prompts, responses = [t[:15] for t in TEXTS[:4]], TEXTS[4:8]
+    batch = collate(encode_pairs(tok, prompts, responses, 48), 1)
+    grads = []
+    for sliced in (False, True):
+        student.zero_grad()
+        loss = _loss(student, teacher, batch, kd_weight, sliced)
+        loss.backward()
+        grads.append((loss.detach(), [p.grad.clone() for p in student.parameters()]))
+    (whole, whole_grads), (sliced_loss, sliced_grads) = grads
+    torch.testing.assert_close(sliced_loss, whole, rtol=1e-5, atol=1e-6)
+    for a, b in zip(whole_grads, sliced_grads):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)

@@ -14,7 +14,9 @@ and ends with exactly the weights an uninterrupted run would have.
 Under a launcher training is data-parallel (Accelerate's `prepare`, gradients averaged over
 processes): every process draws the same global batch, takes its contiguous share of the rows,
 and scales its loss by its share of the batch's response tokens, so the averaged gradient is the
-one-process gradient of the whole batch. Only the main process writes the checkpoint, which holds
+one-process gradient of the whole batch. In one process, a batch whose logits would exceed
+WHOLE_LOGITS_ELEMENTS (Gemma 3's vocabulary of 262,144 at 8 x 128 tokens: 1 GiB, and as much again for
+the teacher's) forms them a slice at a time instead. Only the main process writes the checkpoint, which holds
 nothing that depends on the number of processes: a run interrupted under several resumes under one.
 """
 
@@ -37,6 +39,10 @@ from finescope_nb.artifacts import atomic_path
 from finescope_nb.config import FinetuneConfig
 from finescope_nb.device import model_device
 from finescope_nb.errors import FinescopeError
+from finescope_nb.logprobs import response_loss
+
+WHOLE_LOGITS_ELEMENTS = 1 << 27  # 512 MiB of float32 logits; SmolLM2 at 8 x 128 tokens (50M) stays under it
+
 
 def encode_pairs(tokenizer, prompts: Sequence[str], responses: Sequence[str], max_length: int) -> list[tuple[list[int], int]]:
     """(token ids, number of prompt tokens) per pair; the prompt keeps the tokenizer's BOS, the response ends with EOS.
@@ -102,13 +108,16 @@ def _unwrap(model, config: FinetuneConfig):
     return model.merge_and_unload() if config.method == "lora" else model
 
 
-def _loss(student, teacher, batch: dict[str, torch.Tensor], kd_weight: float) -> torch.Tensor:
+def _loss(student, teacher, batch: dict[str, torch.Tensor], kd_weight: float, sliced: bool = False) -> torch.Tensor:
     """Cross-entropy on response tokens, mixed with KL(teacher || student) on the same tokens when `kd_weight` > 0.
 
     The teacher's full next-token distribution says more per token than the one token it wrote;
     benchmarks/ablation_benchmark.py measures what that is worth against text-only recovery.
+    `sliced`: the same loss with logits formed a slice of positions at a time (logprobs.response_loss).
     """
     batch = {name: t.to(model_device(student)) for name, t in batch.items()}
+    if sliced:
+        return response_loss(student, batch["input_ids"], batch["attention_mask"], batch["labels"], teacher, kd_weight)
     out = student(**batch, use_cache=False)
     if kd_weight == 0:
         return out.loss
@@ -153,6 +162,7 @@ def finetune(model, tokenizer, prompts: Sequence[str], responses: Sequence[str],
     if config.batch_size < world:
         raise FinescopeError(f"The fine-tuning batch of {config.batch_size} cannot be split over {world} processes; "
                              f"set finetune.batch_size to at least {world}.")
+    vocabulary = get_adapter(student).lm_head(student).weight.shape[0]
     trained, optimizer = distributed.prepare(student, optimizer)  # the data-parallel wrapper under a launcher
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(config.warmup_steps, 1)))
     rng = random.Random(config.seed)
@@ -223,7 +233,10 @@ def finetune(model, tokenizer, prompts: Sequence[str], responses: Sequence[str],
         mine = distributed.shard(len(chosen))
         batch = collate(chosen[mine.start:mine.stop], pad)
         tokens, everyone = _response_tokens(chosen[mine.start:mine.stop]), _response_tokens(chosen)
-        local = _loss(trained, teacher, batch, kd_weight)
+        # large logits (Gemma 3's 262k vocabulary) are formed in slices; not under a data-parallel launcher, whose
+        # wrapper must run the forward itself for its gradient averaging
+        sliced = world == 1 and batch["input_ids"].numel() * vocabulary > WHOLE_LOGITS_ELEMENTS
+        local = _loss(trained, teacher, batch, kd_weight, sliced)
         # a mean over this process's tokens, reweighted so that the average over processes is the batch's mean
         loss = local * (tokens * world / everyone) if world > 1 else local
         loss_value = distributed.all_reduce_numbers(float(local.detach()) * tokens)[0] / everyone

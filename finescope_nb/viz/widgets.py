@@ -37,7 +37,9 @@ class FeatureCard(widgets.VBox):
         self.histogram = go.FigureWidget(histogram_figure(stats, 0))
         self.domains = go.FigureWidget(domain_figure(stats, 0))
         self.feature: int | None = None
-        figures = widgets.HBox([self.histogram, self.domains]).add_class("finescope-card-figures")
+        # stacked, not side by side: in a row each figure keeps plotly's default 700 px and the pair overflows the
+        # explorer's card column; in a column each is as wide as the card
+        figures = widgets.VBox([self.histogram, self.domains]).add_class("finescope-card-figures")
         super().__init__([self.header, self.examples, figures, self.logits])
         self.add_class("finescope-feature-card")
 
