@@ -67,3 +67,9 @@ def test_scope_numbers_match_export_json():
             assert f"{pruned[plan][domain]['mean']:.2f}" in README and f"{recovered[plan][domain]['mean']:.2f}" in README
     cost = recovered["uniform"]["math"]["mean"] / recovered["per_layer"]["math"]["mean"] - 1
     assert f"perplexity is {cost:.0%} higher on math" in README
+
+
+def test_side_by_side_table_is_the_one_the_results_give():
+    from benchmarks.side_by_side import END, START, table
+
+    assert f"{START}\n{table()}\n{END}" in README, "run `python benchmarks/side_by_side.py --write`"
