@@ -10,7 +10,8 @@ is trained and the pool encoded as on a fresh clone; then runs it again unchange
 include interpreter start and the report. Per stage: the run folder's progress.json is polled
 every second, and each stage's time is from the previous stage's end to its own (the first stage,
 eval-base, includes interpreter start and loading the model; the SAE is trained and the pool
-encoded inside "curate"). Targets: the embedded model's demo within 20 minutes, a named model's run within
+encoded inside "curate"). The run's own table (test perplexity per domain: base, pruned, recovered, retained) is kept beside
+the times. Targets: the embedded model's demo within 20 minutes, a named model's run within
 90 minutes, and the rerun within 30 seconds, on the machine named in the result.
 """
 
@@ -87,10 +88,12 @@ def main() -> None:
         demo, out, finished_at = timed(command, env, run_dir / "progress.json")
         print(out, flush=True)
         rerun, _, _ = timed(command, env, run_dir / "progress.json")
+        summary = json.loads((run_dir / "summary.json").read_text())
     limit, what = (1200, "demo within 20 minutes") if args.model is None else (5400, "run within 90 minutes")
     shown = " ".join(["finescope run"] + (["--model", args.model] if args.model else []) + ["--domain", args.domain])
     result = provenance(args) | {
         "demo_seconds": round(demo, 1), "rerun_seconds": round(rerun, 1), "cores": os.cpu_count(),
+        "table": summary["table"], "curated_domain_share": summary["curated_domain_share"], "pool_size": summary["pool_size"],
         "stage_seconds": per_stage(finished_at, demo), "hardware": hardware(),
         "command": f"{shown} --run-dir <tmp>" + (" (what `make demo` runs)" if args.model is None else "")
                    + ", empty runs folder: SAE trained and pool encoded in the timed run",

@@ -73,3 +73,18 @@ def test_side_by_side_table_is_the_one_the_results_give():
     from benchmarks.side_by_side import END, START, table
 
     assert f"{START}\n{table()}\n{END}" in README, "run `python benchmarks/side_by_side.py --write`"
+
+
+def test_smollm2_run_numbers_match_its_pipeline_json():
+    run = json.loads((RESULTS / "smollm2-135m" / "pipeline.json").read_text())
+    math = next(row for row in run["table"] if row["domain"] == "math")
+    assert f"took {run['demo_seconds'] / 60:.1f} minutes (target 90)" in README
+    assert f"{run['stage_seconds']['curate'] / 60:.1f} of them curating" in README
+    assert f"and {run['stage_seconds']['recover'] / 60:.1f} recovering" in README
+    assert (f"Math test perplexity went {math['base_ppl']:.2f} → {math['pruned_ppl']:.2f} (pruned 30%) → "
+            f"{math['recovered_ppl']:.2f} (recovered by 60 LoRA steps): retained {math['retained']:.3f}") in README
+    sae = json.loads((RESULTS / "smollm2-135m" / "sae.json").read_text())
+    recovered = (sae["zero_ablation_loss"] - sae["spliced_loss"]) / (sae["zero_ablation_loss"] - sae["clean_loss"])
+    assert f"explains {sae['explained_variance']:.3f} of the variance of 200k held-out tokens" in README
+    assert f"recovers\n    {recovered:.1%} of the loss gap" in README
+    assert f"is {sae['capture_speedup_vs_full_forward']:.2f}x a full forward" in README
