@@ -89,6 +89,13 @@ def demo_run_dir(config: RunConfig, runs_dir: str | Path | None = None) -> Path 
     return folder if stored.config_hash() == config.config_hash() else None
 
 
+def default_run_dir(config: RunConfig) -> Path:
+    """Where a run without --run-dir goes: `make demo`'s folder if it holds exactly this config (so a notebook or
+    a second `finescope run` of the demo's settings loads every stage instead of recomputing it elsewhere),
+    else runs/<domain>-<config hash>."""
+    return demo_run_dir(config) or DEFAULT_RUNS_DIR / f"{slug(config.domain)}-{config.config_hash(8)}"
+
+
 @dataclass
 class RunResult:
     run_dir: Path
@@ -154,7 +161,8 @@ def _own_metric_frames(model, tokenizer, config: RunConfig, texts: list[str], ch
 
 def run(config: RunConfig | None = None, run_dir: str | Path | None = None, progress: bool = True, device: str | None = None,
         dtype: str = "float32", device_map=None) -> RunResult:
-    """Run every stage on `config`, reusing cached stage results (and mid-stage checkpoints) in `run_dir`.
+    """Run every stage on `config`, reusing cached stage results (and mid-stage checkpoints) in `run_dir`
+    (default: `default_run_dir(config)`, which is `make demo`'s folder when that ran exactly this config).
 
     `device` (None or "auto": CUDA when there is a GPU, else the CPU) and `dtype` ("bfloat16" on CUDA only)
     say where and in what precision every stage computes; they are not part of the cache keys. `device_map`
@@ -172,7 +180,7 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
     placement = {"device": where} if where is not None else {"device_map": device_map}
     inputs = check_run_inputs(config, fast=fast_mode())  # every user input, before the run folder or any model work
     own = inputs.heldout  # the user's held-out file measures the target domain
-    run_dir = Path(run_dir) if run_dir else DEFAULT_RUNS_DIR / f"{slug(config.domain)}-{config.config_hash(8)}"
+    run_dir = Path(run_dir) if run_dir else default_run_dir(config)
     folder = RunFolder(run_dir, config)
     finished: dict[str, str] = {}
     _write_json(folder.path / PROGRESS_FILE, {"stages": finished})  # nothing of this config is finished yet

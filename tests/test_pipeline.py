@@ -141,6 +141,18 @@ def test_demo_run_dir_is_reused_only_for_the_same_config(tmp_path):
     assert pipeline.demo_run_dir(config, tmp_path) is None
 
 
+def test_a_run_without_a_folder_goes_to_the_demo_folder_only_when_it_ran_the_same_config(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "DEFAULT_RUNS_DIR", tmp_path)
+    config = pipeline.default_config("math")
+    own = tmp_path / f"math-{config.config_hash(8)}"
+    assert pipeline.default_run_dir(config) == own  # no demo run yet
+    (tmp_path / "demo-math").mkdir()
+    (tmp_path / "demo-math" / "run.json").write_text(config.to_json())
+    assert pipeline.default_run_dir(config) == tmp_path / "demo-math"
+    other = config.replace(prune=config.prune.replace(ratio=0.2))
+    assert pipeline.default_run_dir(other) == tmp_path / f"math-{other.config_hash(8)}"
+
+
 def test_make_demo_runs_the_config_notebook_00_runs():
     """Notebook 00 reuses runs/demo-math only if `make demo`'s command builds exactly its config."""
     from finescope_nb import cli

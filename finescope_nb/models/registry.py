@@ -91,7 +91,9 @@ NAMED_MODELS: dict[str, NamedModel] = {
             # batch's logits 2 GiB at 8 x 256 tokens in float32, so the batch is 4; the plain pass, not the
             # bounded one, because bounded memory's 4-position loss slices made one batch of 4 x 128 tokens
             # 345 s against 51 s with whole logits (2 shared CPU cores, every parameter's gradient)
-            defaults={"run": {"prune": {"head_unit": "query", "batch_size": 4}}},
+            # and as for SmolLM2, a 1,000-document pool sample per domain and 100 evaluation documents per domain
+            defaults={"run": {"prune": {"head_unit": "query", "batch_size": 4},
+                              "corpus": {"max_docs_per_domain": 1000}, "eval": {"max_docs_per_domain": 100}}},
         ),
     )
 }
