@@ -88,3 +88,10 @@ def test_smollm2_run_numbers_match_its_pipeline_json():
     assert f"explains {sae['explained_variance']:.3f} of the variance of 200k held-out tokens" in README
     assert f"recovers\n    {recovered:.1%} of the loss gap" in README
     assert f"is {sae['capture_speedup_vs_full_forward']:.2f}x a full forward" in README
+
+
+def test_gemma_fine_tuning_memory_matches_its_json():
+    bench = json.loads((RESULTS / "gemma3-270m" / "finetune_memory.json").read_text())
+    gib = {name: arm["peak_rss_mib"] / 1024 for name, arm in bench["arms"].items()}
+    assert (f"from {gib['whole logits']:.1f} GiB to {gib['sliced logits']:.1f} GiB at its peak, at "
+            f"{bench['step_time_ratio_sliced_to_whole']:.2f}x the step time") in README
