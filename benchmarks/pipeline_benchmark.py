@@ -75,6 +75,8 @@ def main() -> None:
                              "and encoded pool can then seed runs/ for the other benchmarks); default: a temporary one")
     args = parser.parse_args()
     out_path = result_path(args, "pipeline.json")
+    if args.keep_runs is not None and args.keep_runs.is_file():
+        raise SystemExit(f"--keep-runs {args.keep_runs} is a file; give a new or empty folder.")
     if args.keep_runs is not None and args.keep_runs.exists() and any(args.keep_runs.iterdir()):
         raise SystemExit(f"--keep-runs {args.keep_runs} is not empty; the timed run needs an empty runs folder, "
                          "so give a new or empty folder.")
@@ -95,7 +97,7 @@ def main() -> None:
         "demo_seconds": round(demo, 1), "rerun_seconds": round(rerun, 1), "cores": os.cpu_count(),
         "table": summary["table"], "curated_domain_share": summary["curated_domain_share"], "pool_size": summary["pool_size"],
         "stage_seconds": per_stage(finished_at, demo), "hardware": hardware(),
-        "command": f"{shown} --run-dir <tmp>" + (" (what `make demo` runs)" if args.model is None else "")
+        "command": f"{shown} --run-dir {'<kept runs folder>' if args.keep_runs else '<tmp>'}" + (" (what `make demo` runs)" if args.model is None else "")
                    + ", empty runs folder: SAE trained and pool encoded in the timed run",
         "targets_met": {what: demo <= limit, "rerun within 30 seconds": rerun <= 30}}
     write_json_atomic(out_path, result)

@@ -7,8 +7,9 @@ the embedded model).
 Pretrained models park huge activations on the first token (the attention sink) and on a few
 coordinates, from some block on; an SAE trained where they are spends its capacity on them
 (benchmarks/results/smollm2-135m/exploration.json: block 14 of SmolLM2 has first-token norms near
-25,000 against 150 elsewhere). This is the measurement that picks a named model's SAE layer: the
-latest block before the outliers begin, early enough for the early-exit capture to pay.
+25,000 against 150 elsewhere). This is the measurement behind a named model's SAE layer: a block
+whose few outlier tokens carry little of the variance, as early as that allows, since early-exit
+capture pays more the earlier the block.
 Runs a few minutes on 2 CPU cores (one full forward over `--docs` documents of `--max-length` tokens).
 """
 
@@ -72,6 +73,9 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=120, help="pool documents (shuffled with seed 0)")
     parser.add_argument("--max-length", type=int, default=128)
     args = parser.parse_args()
+    if args.docs < 1 or args.max_length < 8:
+        parser.error(f"--docs must be at least 1 and --max-length at least 8 (got {args.docs} and {args.max_length}); "
+                     "positions 0, 1-3 and later are reported apart")
     model, tokenizer = load_model(args.model), load_tokenizer(args.model)
     texts = shuffled_texts("pool", 0, args.docs)
     by_block = block_norms(model, tokenizer, texts, args.max_length)

@@ -27,7 +27,7 @@ from finescope_nb.artifacts import atomic_path  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
 START, END = "<!-- side-by-side:start -->", "<!-- side-by-side:end -->"
-MISSING, SAME = "not yet measured", "as above"
+MISSING, SAME, NOT_APPLICABLE = "not yet measured", "as above", "not applicable"
 DEFAULT_SELECTOR, DENSE = "sae mean centroid (default)", "dense centred centroid"
 
 # (row label, results folder, whether the row's numbers depend on nothing but the pool sample)
@@ -71,15 +71,16 @@ def _wall(d: dict) -> str:
     return f"{d['demo_seconds'] / 60:.0f} min"
 
 
-# (header, file, cell, depends on the pool sample)
-COLUMNS: list[tuple[str, str, Callable[[dict], str], bool]] = [
-    ("SAE: explained variance / dead / loss recovered", "sae.json", _sae, False),
-    ("capture speed-up (early exit)", "sae.json", _capture, False),
-    ("precision@500, lowest domain: SAE / dense", "curation.json", _precision, True),
-    ("perplexity, unpruned → 30% pruned (Taylor, curated): math / code", "pruning.json", _pruned, True),
-    ("speed-up at 30%: blocks / whole forward", "pruning.json", _speed, False),
-    ("FineScope retained (exp(-test loss)): math / code", "ablation.json", _retained, True),
-    ("`finescope run --domain math`", "pipeline.json", _wall, False),
+# (header, file, cell, what the pool-sample row shows: "measured" on the sample, SAME as the whole pool because the
+# measure does not depend on the pool, or NOT_APPLICABLE: the whole run, whose pool is part of what it times)
+COLUMNS: list[tuple[str, str, Callable[[dict], str], str]] = [
+    ("SAE: explained variance / dead / loss recovered", "sae.json", _sae, SAME),
+    ("capture speed-up (early exit)", "sae.json", _capture, SAME),
+    ("precision@500, lowest domain: SAE / dense", "curation.json", _precision, "measured"),
+    ("perplexity, unpruned → 30% pruned (Taylor, curated): math / code", "pruning.json", _pruned, "measured"),
+    ("speed-up at 30%: blocks / whole forward", "pruning.json", _speed, SAME),
+    ("FineScope retained (exp(-test loss)): math / code", "ablation.json", _retained, "measured"),
+    ("`finescope run --domain math`", "pipeline.json", _wall, NOT_APPLICABLE),
 ]
 
 
@@ -89,7 +90,7 @@ def cell(folder: Path, file: str, read: Callable[[dict], str]) -> str:
         return MISSING
     try:
         return read(json.loads(path.read_text()))
-    except KeyError:  # an older or partial file without this measure
+    except (KeyError, TypeError):  # an older or partial file without this measure (or with it empty)
         return MISSING
 
 
@@ -97,8 +98,8 @@ def table() -> str:
     lines = ["| model | " + " | ".join(header for header, *_ in COLUMNS) + " |",
              "|---" * (len(COLUMNS) + 1) + "|"]
     for label, folder, sample_only in MODELS:
-        cells = [cell(folder, file, read) if pooled or not sample_only else SAME
-                 for _, file, read, pooled in COLUMNS]
+        cells = [cell(folder, file, read) if not sample_only or on_sample == "measured" else on_sample
+                 for _, file, read, on_sample in COLUMNS]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
                                                         "own with --corpus, --seeds and --eval")
     run.add_argument("--model", default=None, help="local model folder or hub id (default: embedded tiny Llama)")
     run.add_argument("--corpus", default=None, help="JSONL/CSV/parquet/datasets folder with a 'text' column")
-    run.add_argument("--run-dir", default=None, help="run folder (default: runs/<domain>-<config hash>)")
+    run.add_argument("--run-dir", default=None, help="run folder (default: runs/demo-<domain> when `make demo` ran exactly this config, else runs/<domain>-<config hash>)")
     run.add_argument("--ratio", type=float, default=None, help="share of non-embedding parameters to prune (default: 0.3)")
     run.add_argument("--importance-memory", choices=IMPORTANCE_MEMORY, default=None,
                      help="bounded: pruning importance with each gradient folded as it is produced, checkpointed blocks "

@@ -70,7 +70,8 @@ def response_loss(student, input_ids: torch.Tensor, attention_mask: torch.Tensor
     teacher_rows = None
     if teacher is not None and kd_weight > 0:
         with torch.no_grad():
-            teacher_rows = final_hidden(teacher, input_ids, attention_mask)[:, :-1][scored.to(input_ids.device)]
+            teacher_hidden = final_hidden(teacher, input_ids, attention_mask)  # on the teacher's last device
+            teacher_rows = teacher_hidden[:, :-1][scored.to(teacher_hidden.device)]
     adapter = get_adapter(student)
     size = chunk_positions or max(1, SLICE_ELEMENTS // adapter.lm_head(student).weight.shape[0])
     score = partial(_slice_loss, adapter, student, teacher, kd_weight)
@@ -83,9 +84,9 @@ def response_loss(student, input_ids: torch.Tensor, attention_mask: torch.Tensor
 def _slice_loss(adapter, student, teacher, kd_weight: float, rows: torch.Tensor, targets: torch.Tensor,
                 teacher_rows: torch.Tensor | None) -> torch.Tensor:
     logp = torch.log_softmax(adapter.head_logits(student, rows).float(), dim=-1)
-    ce = -logp.gather(1, targets[:, None]).squeeze(1)
+    ce = -logp.gather(1, targets.to(logp.device)[:, None]).squeeze(1)
     if teacher_rows is None:
         return ce
     with torch.no_grad():
-        target = torch.log_softmax(get_adapter(teacher).head_logits(teacher, teacher_rows).float(), dim=-1)
+        target = torch.log_softmax(get_adapter(teacher).head_logits(teacher, teacher_rows).float(), dim=-1).to(logp.device)
     return (1 - kd_weight) * ce + kd_weight * (target.exp() * (target - logp)).sum(-1)

@@ -213,14 +213,19 @@ def test_sliced_fine_tuning_loss_and_gradient_equal_the_whole_logit_ones(kd_weig
     gradient must be the whole-logit ones, through the soft-capped head and the teacher's KL alike."""
     from finescope_nb.distill import collate, encode_pairs
     from finescope_nb.distill.finetune import _loss
+    from finescope_nb.logprobs import response_loss
 
     teacher, student = gemma(softcap=5.0, seed=0), gemma(softcap=5.0, seed=1).train()
     prompts, responses = [t[:15] for t in TEXTS[:4]], TEXTS[4:8]
     batch = collate(encode_pairs(tok, prompts, responses, 48), 1)
+    whole = lambda: _loss(student, teacher, batch, kd_weight, sliced=False)  # noqa: E731
+    # slices of 3 positions, so rows, targets and the teacher's rows must line up across many slice boundaries
+    sliced = lambda: response_loss(student, batch["input_ids"], batch["attention_mask"], batch["labels"],  # noqa: E731
+                                   teacher, kd_weight, chunk_positions=3)
     grads = []
-    for sliced in (False, True):
+    for loss_of in (whole, sliced):
         student.zero_grad()
-        loss = _loss(student, teacher, batch, kd_weight, sliced)
+        loss = loss_of()
         loss.backward()
         grads.append((loss.detach(), [p.grad.clone() for p in student.parameters()]))
     (whole, whole_grads), (sliced_loss, sliced_grads) = grads

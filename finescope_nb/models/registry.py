@@ -93,8 +93,8 @@ NAMED_MODELS: dict[str, NamedModel] = {
             # 345 s against 51 s with whole logits (2 shared CPU cores, every parameter's gradient)
             # and as for SmolLM2, a 1,000-document pool sample per domain and 100 evaluation documents per domain.
             # The SAE: benchmarks/results/gemma3-270m/residual_norms.json shows one coordinate (163) dominating the
-            # residual from block 5 on, and blocks 6-11 putting 19-35% of the variance in 0.1% of the tokens after
-            # the first; block 12 is the first past the middle where that falls to 6%. SmolLM2's measured training
+            # residual from block 7 on, and blocks 6-10 putting 19-35% of the variance in 0.1% of the tokens after
+            # the first (block 11: 14%); block 12 is the first past the middle where that falls to 6%. SmolLM2's measured training
             # settings otherwise (decoder bias at the mean, batch 256, lr 1e-3), on the issue's 500k tokens.
             defaults={"sae": {"layer": 12, "d_sae": 2048, "k": 32, "batch_size": 256, "lr": 1e-3, "decoder_bias_init": "mean",
                               "train_tokens": 500_000, "capture": {"max_length": 128, "batch_size": 8}},
