@@ -37,8 +37,7 @@ from finescope_nb.config import FinetuneConfig
 from finescope_nb.lm import load_model, load_tokenizer
 from finescope_nb.sae.cache import shuffled_texts
 module.WHOLE_LOGITS_ELEMENTS = 0 if {sliced!r} else 1 << 62
-def peak_mib():
-    return int([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]) / 1024
+from benchmarks.memory import peak_kib, reset_peak
 tok = load_tokenizer({model!r})
 teacher, student = load_model({model!r}), load_model({model!r})
 texts = [t for t in shuffled_texts("pool", 3, 2000) if len(tok(t)["input_ids"]) > {tokens}][: {batch}]
@@ -47,12 +46,13 @@ if len(texts) < {batch}:
 ids = [tok(t, add_special_tokens=False)["input_ids"][: {tokens} - 1] for t in texts]
 prompts, responses = [tok.decode(i[:16]) for i in ids], [tok.decode(i[16:]) for i in ids]
 config = FinetuneConfig(method="lora", steps={steps}, eval_every={steps}, batch_size={batch}, max_length={tokens})
-loading = peak_mib()
-open("/proc/self/clear_refs", "w").write("5")  # resets VmHWM: from here it is the training's peak
+loading = peak_kib() / 1024
+if not reset_peak():
+    sys.exit("/proc/self/clear_refs cannot be written here, so the training's own peak cannot be told from loading's")
 start = time.perf_counter()
 module.finetune(student, tok, prompts, responses, config, progress=False, teacher=teacher)
 seconds = (time.perf_counter() - start) / {steps}
-print(json.dumps({{"peak_rss_mib": peak_mib(), "peak_while_loading_mib": loading, "seconds_per_step": seconds}}))
+print(json.dumps({{"peak_rss_mib": peak_kib() / 1024, "peak_while_loading_mib": loading, "seconds_per_step": seconds}}))
 """
 
 

@@ -47,11 +47,9 @@ from finescope_nb.lm import load_model, load_tokenizer
 from finescope_nb.sae import LayerSAE, encode_corpus
 model, tok = load_model({model!r}), load_tokenizer({model!r})
 sae = LayerSAE.load({sae!r}, model)
-def hwm():
-    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1])
-loaded = hwm()
-with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")  # resets the high-water mark, so what follows measures encoding alone (on top of what is loaded)
+from benchmarks.memory import peak_kib, reset_peak
+loaded = peak_kib()
+assert reset_peak(), "/proc/self/clear_refs cannot be written: the peak while encoding cannot be told from loading's"
 reps = {reps}
 def stream():
     for _ in range(reps):
@@ -62,7 +60,7 @@ n = {docs}
 ids = (f"{{r}}-{{i}}" for r in range(reps) for i in range(n))
 codes = encode_corpus(sae, model, tok, stream(), ids, {out!r}, top_l=64, progress=False)
 assert len(codes) == reps * n
-print(loaded, hwm())
+print(loaded, peak_kib())
 """
 
 def capture_speed(model, tokenizer, texts, layer, config, rounds=3) -> dict:

@@ -34,7 +34,6 @@ import argparse
 import gc
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -59,6 +58,7 @@ from finescope_nb.corpus import load_split  # noqa: E402
 from finescope_nb.evaluate import domain_perplexity  # noqa: E402
 from finescope_nb.lm import load_model, load_tokenizer  # noqa: E402
 from finescope_nb.prune import apply_plan, compute_importance, plan_pruning, sample_texts, unit_cost  # noqa: E402
+from benchmarks.memory import peak_kib, reset_peak, status_kib  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "scaling.json"
 CONDITIONS = ("2 CPU cores shared with other workers' experiments, no GPU; every run kept short "
@@ -66,22 +66,6 @@ CONDITIONS = ("2 CPU cores shared with other workers' experiments, no GPU; every
 
 
 # -- memory -----------------------------------------------------------------------------------------
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} is not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    """Make VmHWM the current RSS; False where the kernel or sandbox does not allow it."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def calibration_texts(tokenizer, n: int, length: int, domain: str = "math") -> list[str]:
@@ -107,19 +91,19 @@ def measure_child(args) -> None:
     config = PruneConfig(criterion=args.criterion, memory=args.child, calibration_docs=len(texts),
                          batch_size=args.batch_size, max_length=args.max_length)
     gc.collect()
-    loaded_kib = _status_kib("VmRSS")
+    loaded_kib = status_kib("VmRSS")
     # a warm-up on two short texts pages in the code and lazily built state a first backward needs,
     # so that the figure is what the batch size and the model's shapes cost, not a one-off
     compute_importance(model, tokenizer, [t[:200] for t in texts[:2]], config.replace(batch_size=2), progress=False)
     gc.collect()
-    warm_kib = _status_kib("VmRSS")
-    resettable = _reset_peak()
+    warm_kib = status_kib("VmRSS")
+    resettable = reset_peak()
     start = time.perf_counter()
     scores = compute_importance(model, tokenizer, texts, config, progress=False)
     seconds = time.perf_counter() - start
-    peak_kib = _status_kib("VmHWM") if resettable else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    figures = {"rss_after_load_mb": loaded_kib / 1024, "warm_up_mb": (warm_kib - loaded_kib) / 1024, "peak_rss_mb": peak_kib / 1024,
-               "importance_mb": (peak_kib - warm_kib) / 1024, "importance_mb_from_load": (peak_kib - loaded_kib) / 1024, "seconds": seconds, "tokens": scores.calibration_tokens,
+    peak = peak_kib(resettable)
+    figures = {"rss_after_load_mb": loaded_kib / 1024, "warm_up_mb": (warm_kib - loaded_kib) / 1024, "peak_rss_mb": peak / 1024,
+               "importance_mb": (peak - warm_kib) / 1024, "importance_mb_from_load": (peak - loaded_kib) / 1024, "seconds": seconds, "tokens": scores.calibration_tokens,
                "peak_source": "VmHWM after clear_refs" if resettable else "ru_maxrss (peak since start; clear_refs not allowed)"}
     torch.save({"figures": figures, "scores": {"heads": scores.heads, "channels": scores.channels}}, args.child_out)
 

@@ -19,7 +19,7 @@ import torch
 from torch.utils.checkpoint import checkpoint, set_checkpoint_early_stop
 
 from finescope_nb.adapters import get_adapter
-from finescope_nb.logprobs import final_hidden, row_logprobs
+from finescope_nb.logprobs import response_loss
 
 LOSS_CHUNK_ELEMENTS = 1 << 20  # logits per loss slice (4 MiB in float32): 128 positions of an 8k vocabulary, 21 of 49k
 
@@ -29,12 +29,8 @@ def chunked_lm_loss(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     """The causal-LM loss transformers computes for `labels` (mean next-token cross-entropy over
     positions whose label is not -100), without ever holding more than `chunk_positions` rows of
     logits (default: LOSS_CHUNK_ELEMENTS divided by the vocabulary size)."""
-    hidden = final_hidden(model, input_ids, attention_mask)
-    targets = labels[:, 1:]
-    scored = targets != -100
-    rows, targets = hidden[:, :-1][scored], targets[scored]  # only the positions that are scored
     size = chunk_positions or max(1, LOSS_CHUNK_ELEMENTS // get_adapter(model).lm_head(model).weight.shape[0])
-    return -row_logprobs(model, rows, targets, size).sum() / len(targets)
+    return response_loss(model, input_ids, attention_mask, labels, chunk_positions=size)
 
 
 @contextmanager
