@@ -14,11 +14,15 @@ per domain (`pool_sample(N, seed)`), the same documents whichever model is measu
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 from pathlib import Path
 
 import torch
 
+from finescope_nb import paths
+from finescope_nb.artifacts import write_json_atomic
 from finescope_nb.config import ModelConfig, RunConfig
 from finescope_nb.curate.workspace import Workspace, cached_pool_codes, pool_sample
 from finescope_nb.lm import load_model, load_tokenizer
@@ -96,3 +100,20 @@ def set_threads() -> int:
     cap = int(os.environ.get("OMP_NUM_THREADS") or 2)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1, cap)))
     return torch.get_num_threads()
+
+
+def step_path(benchmark: str, key: dict, suffix: str = ".json") -> Path:
+    """Where one step of a benchmark keeps its result (or, with another suffix, its training checkpoint):
+    runs/benchmark-steps/<benchmark>/<hash of key><suffix>."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return paths.DEFAULT_RUNS_DIR / "benchmark-steps" / benchmark / f"{digest}{suffix}"
+
+
+def resumable(benchmark: str, key: dict, compute):
+    """`compute()`'s JSON-able result, kept at `step_path(benchmark, key)`; `key` must name everything the
+    result depends on (model identity, texts, configs, seed), so a benchmark that spans sessions redoes only
+    the steps it had not finished. Written atomically: an interrupted step leaves nothing."""
+    path = step_path(benchmark, key)
+    if not path.is_file():
+        write_json_atomic(path, {"key": key, "result": compute()})
+    return json.loads(path.read_text())["result"]  # read back, so a first run and a resumed one see the same values

@@ -29,6 +29,7 @@ Generation speed: batched teacher generation against one prompt at a time, side 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -51,8 +52,10 @@ from finescope_nb.curate.workspace import curate_domain  # noqa: E402
 from finescope_nb.distill import keep_rate_curve, prepare, run_arm, split_examples  # noqa: E402
 from finescope_nb.evaluate import domain_loss, evaluate, heldout_sequences, retained, retained_table  # noqa: E402
 from finescope_nb.generate import continue_texts  # noqa: E402
+from finescope_nb.lm import model_identity  # noqa: E402
 from finescope_nb.prune import prune, sample_texts  # noqa: E402
-from benchmarks.common import add_model_args, provenance, result_path, run_config, set_threads, workspace  # noqa: E402
+from benchmarks.common import (add_model_args, provenance, result_path, resumable, run_config, set_threads, step_path,  # noqa: E402
+                               workspace)
 
 ARMS = ("self_distill", "plain", "random", "none")
 
@@ -63,10 +66,6 @@ def task_metrics(model, tokenizer, metrics, domain: str, limit: int | None):
 
     names = [m for m in metrics if domain in METRICS[m].domains]
     return evaluate(model, tokenizer, metrics=names, domains=[domain], limit=limit) if names else None
-
-
-def metric_scores(frame) -> dict:
-    return {} if frame is None else {f"{r.metric}/{r.group}": float(r.score) for r in frame.itertuples()}
 
 
 def retained_metrics(base, frame) -> dict:
@@ -142,20 +141,31 @@ def main() -> None:
     base_metrics = {d: task_metrics(model, tokenizer, args.metrics, d, args.metric_limit) for d in args.domains}
 
     rows, keep, curves, histories = [], {}, {}, {}
+    identity = model_identity(model)
     for domain in args.domains:
         curated = curate_domain(ws, domain, args.m, draw="random")  # seed for seed the draw its recorded results used
+        curated_digest = hashlib.sha256("\x00".join(curated["text"]).encode()).hexdigest()
         data = {}
         for mode in args.teacher_modes:
             start = time.perf_counter()
-            data[mode] = prepare(model, tokenizer, curated, None, domain, threshold=args.threshold, progress=False, mode=mode)
+            teacher_key = {"model": identity, "curated": curated_digest, "mode": mode}
+            data[mode] = prepare(model, tokenizer, curated, None, domain, threshold=args.threshold, progress=False, mode=mode,
+                                 checkpoint=step_path("distill-teacher", teacher_key))  # responses kept as they come
             keep.setdefault(mode, {})[domain] = data[mode].keep_rate
             curves.setdefault(mode, {})[domain] = keep_rate_curve(data[mode].agreement).round(3).to_dict("list")
             print(f"{domain}: teacher ({mode}) regenerated {len(data[mode].examples)} responses in {time.perf_counter() - start:.0f} s, "
                   f"keep rate {data[mode].keep_rate:.2f} at threshold {args.threshold}", flush=True)
         for seed in args.seeds:
             random_examples = split_examples(pool.sample(len(curated), random_state=seed), tokenizer)
-            pruned, plan, _ = prune(model, tokenizer, sample_texts(curated["text"], defaults.prune.calibration_docs, seed),
-                                    defaults.prune.replace(ratio=args.ratio, seed=seed), progress=False)
+            prune_config = defaults.prune.replace(ratio=args.ratio, seed=seed)
+            pruned_once = []  # pruned on first use: a resumed run whose rows for this seed are all kept never prunes
+
+            def pruned():
+                if not pruned_once:
+                    pruned_once.append(prune(model, tokenizer, sample_texts(curated["text"], prune_config.calibration_docs, seed),
+                                             prune_config, progress=False)[0])
+                return pruned_once[0]
+
             for method in methods:
                 runs = [("self_distill", mode) for mode in args.teacher_modes] + \
                        [(arm, args.teacher_modes[0]) for arm in ARMS if arm != "self_distill"]
@@ -163,24 +173,35 @@ def main() -> None:
                     if arm == "none" and method != methods[0]:
                         continue  # not trained: the same model whatever the method
                     name = row_name(arm, mode, args.teacher_modes, method, methods)
-                    data[mode].random_examples = random_examples
-                    start = time.perf_counter()
-                    recovered, history = run_arm(pruned, tokenizer, data[mode], arm,
-                                                 finetune_config.replace(seed=seed, method=method, teacher_mode=mode),
-                                                 teacher=model, evaluate=lambda m: domain_loss(m, tokenizer, val[domain]),
-                                                 progress=False)
-                    loss = domain_loss(recovered, tokenizer, test[domain])
-                    frame = task_metrics(recovered, tokenizer, args.metrics, domain, args.metric_limit)
-                    evaluated = history.dropna(subset=["val_loss"])
-                    best_step = int(evaluated.loc[evaluated["val_loss"].astype(float).idxmin(), "step"]) if len(evaluated) else 0
-                    rows.append({"domain": domain, "seed": seed, "arm": name, "test_loss": loss,
-                                 "retained": retained(loss, base_test[domain]), "best_step": best_step,
-                                 "steps_run": int(history["step"].max()) if len(history) else 0,
-                                 "metrics": retained_metrics(base_metrics[domain], frame) if frame is not None else {},
-                                 "seconds": time.perf_counter() - start})
-                    histories[f"{domain}/{seed}/{name}"] = history.to_dict("list")
-                    print(f"  seed {seed} {name:28s} test loss {loss:.3f} retained {rows[-1]['retained']:.3f} best step "
-                          f"{best_step} ({rows[-1]['seconds']:.0f} s) {metric_scores(frame)}", flush=True)
+                    config = finetune_config.replace(seed=seed, method=method, teacher_mode=mode)
+                    key = {"model": identity, "domain": domain, "curated": curated_digest, "seed": seed, "arm": arm,
+                           "name": name, "finetune": config.to_dict(), "prune": prune_config.to_dict(),
+                           "threshold": args.threshold, "metrics": args.metrics, "metric_limit": args.metric_limit,
+                           "eval_docs": args.eval_docs, "test_docs": args.test_docs}
+
+                    def step():
+                        data[mode].random_examples = random_examples
+                        start = time.perf_counter()
+                        recovered, history = run_arm(pruned(), tokenizer, data[mode], arm, config, teacher=model,
+                                                     evaluate=lambda m: domain_loss(m, tokenizer, val[domain]),
+                                                     progress=False, checkpoint=step_path("distill", key, ".pt"))
+                        loss = domain_loss(recovered, tokenizer, test[domain])
+                        frame = task_metrics(recovered, tokenizer, args.metrics, domain, args.metric_limit)
+                        evaluated = history.dropna(subset=["val_loss"])
+                        best_step = int(evaluated.loc[evaluated["val_loss"].astype(float).idxmin(), "step"]) if len(evaluated) else 0
+                        row = {"domain": domain, "seed": seed, "arm": name, "test_loss": float(loss),
+                               "retained": float(retained(loss, base_test[domain])), "best_step": best_step,
+                               "steps_run": int(history["step"].max()) if len(history) else 0,
+                               "metrics": retained_metrics(base_metrics[domain], frame) if frame is not None else {},
+                               "seconds": time.perf_counter() - start}
+                        return {"row": row, "history": history.to_dict("list")}
+
+                    done = resumable("distill", key, step)  # each arm kept as it finishes; its training resumes mid-run
+                    rows.append(done["row"])
+                    histories[f"{domain}/{seed}/{name}"] = done["history"]
+                    print(f"  seed {seed} {name:28s} test loss {rows[-1]['test_loss']:.3f} retained {rows[-1]['retained']:.3f} "
+                          f"best step {rows[-1]['best_step']} ({rows[-1]['seconds']:.0f} s) "
+                          f"{ {k: round(c['score'], 3) for k, c in rows[-1]['metrics'].items()} }", flush=True)
 
     prompts = [e.prompt for e in split_examples(curate_domain(ws, args.domains[0], args.speed_prompts, draw="random"), tokenizer)]
     speed = generation_speed(model, tokenizer, prompts)

@@ -26,6 +26,7 @@ rounded to each multiple, and reports per multiple the ratio really removed and 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -47,10 +48,10 @@ from finescope_nb.basemodel import hardware  # noqa: E402
 from finescope_nb.config import EvalConfig  # noqa: E402
 from finescope_nb.curate.workspace import curate_domain  # noqa: E402
 from finescope_nb.evaluate import domain_perplexity, heldout_sequences  # noqa: E402
-from finescope_nb.lm import run_until_layer  # noqa: E402
+from finescope_nb.lm import model_identity, run_until_layer  # noqa: E402
 from finescope_nb.prune import PruneConfig, apply_plan, compute_importance, plan_pruning  # noqa: E402
 from finescope_nb.prune.compare import Arm, calibration_source  # noqa: E402
-from benchmarks.common import add_model_args, provenance, result_path, run_config, set_threads, workspace  # noqa: E402
+from benchmarks.common import add_model_args, provenance, result_path, resumable, run_config, set_threads, workspace  # noqa: E402
 
 
 def arms(base: PruneConfig, curated, pool, n: int) -> dict[str, Arm]:
@@ -87,18 +88,29 @@ def throughput(models: dict, vocab: int, rounds: int = 5, batch: int = 8, length
 
 def score_arms(model, tokenizer, arms: dict[str, Arm], seeds, ratios, eval_config: EvalConfig) -> pd.DataFrame:
     """Importance once per arm and seed, then every ratio planned from it and scored: columns arm, seed, ratio,
-    domain, loss, ppl, params_after, removed (the share of non-embedding parameters really removed)."""
+    domain, loss, ppl, params_after, removed (the share of non-embedding parameters really removed). Each arm and
+    seed is kept as it finishes (`resumable`), so a run that spans sessions picks up where it stopped."""
     sequences = heldout_sequences(tokenizer, eval_config)
+    identity = model_identity(model)
     rows = []
     for name, arm in arms.items():
         for seed in seeds:
             config = arm.config.replace(seed=seed)
-            scores = compute_importance(model, tokenizer, arm.texts(seed), config, progress=False)
-            for ratio in ratios:
-                plan = plan_pruning(model, scores, config.replace(ratio=ratio))
-                ppl = domain_perplexity(apply_plan(model, plan), tokenizer, eval_config, sequences=sequences, progress=False)
-                rows += [{"arm": name, "seed": seed, "ratio": ratio, "domain": r.domain, "loss": r.loss, "ppl": r.ppl,
-                          "params_after": plan.params_after, "removed": plan.removed_fraction} for r in ppl.itertuples()]
+            texts = arm.texts(seed)
+
+            def step():
+                scores = compute_importance(model, tokenizer, texts, config, progress=False)
+                out = []
+                for ratio in ratios:
+                    plan = plan_pruning(model, scores, config.replace(ratio=ratio))
+                    ppl = domain_perplexity(apply_plan(model, plan), tokenizer, eval_config, sequences=sequences, progress=False)
+                    out += [{"arm": name, "seed": seed, "ratio": ratio, "domain": r.domain, "loss": float(r.loss),
+                             "ppl": float(r.ppl), "params_after": int(plan.params_after), "removed": float(plan.removed_fraction)} for r in ppl.itertuples()]
+                return out
+
+            key = {"model": identity, "arm": name, "config": config.to_dict(), "ratios": list(ratios),
+                   "texts": hashlib.sha256("\x00".join(texts).encode()).hexdigest(), "eval": eval_config.to_dict()}
+            rows += resumable("pruning", key, step)
     return pd.DataFrame(rows)
 
 

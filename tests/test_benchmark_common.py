@@ -61,3 +61,26 @@ def test_threads_capped_by_omp(monkeypatch, omp, expected):
         assert common.set_threads() == min(expected, os.cpu_count() or 1)
     finally:
         torch.set_num_threads(before)
+
+
+def test_resumable_computes_each_step_once_and_keeps_nothing_from_a_failed_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(common.paths, "DEFAULT_RUNS_DIR", tmp_path)
+    calls = []
+
+    def step(value):
+        def compute():
+            calls.append(value)
+            return [{"ppl": value, "seed": 0}]
+        return compute
+
+    key = {"model": "abc", "seed": 0, "texts": "d1"}
+    assert common.resumable("pruning", key, step(1.5)) == [{"ppl": 1.5, "seed": 0}]
+    assert common.resumable("pruning", dict(key), step(9.0)) == [{"ppl": 1.5, "seed": 0}]  # a second session: read back
+    assert common.resumable("pruning", key | {"seed": 1}, step(2.5)) == [{"ppl": 2.5, "seed": 0}]  # another key: computed
+    assert calls == [1.5, 2.5]
+
+    def broken():
+        raise KeyboardInterrupt  # a session ending mid-step
+    with pytest.raises(KeyboardInterrupt):
+        common.resumable("pruning", key | {"seed": 2}, broken)
+    assert len(list((tmp_path / "benchmark-steps" / "pruning").iterdir())) == 2  # nothing written for the interrupted step
