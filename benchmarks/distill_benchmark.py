@@ -142,6 +142,7 @@ def main() -> None:
 
     rows, keep, curves, histories = [], {}, {}, {}
     identity = model_identity(model)
+    pool_digest = hashlib.sha256("\n".join(map(str, pool["id"])).encode()).hexdigest()  # the random arm samples it
     for domain in args.domains:
         curated = curate_domain(ws, domain, args.m, draw="random")  # seed for seed the draw its recorded results used
         curated_digest = hashlib.sha256("\x00".join(curated["text"]).encode()).hexdigest()
@@ -174,7 +175,7 @@ def main() -> None:
                         continue  # not trained: the same model whatever the method
                     name = row_name(arm, mode, args.teacher_modes, method, methods)
                     config = finetune_config.replace(seed=seed, method=method, teacher_mode=mode)
-                    key = {"model": identity, "domain": domain, "curated": curated_digest, "seed": seed, "arm": arm,
+                    key = {"model": identity, "domain": domain, "curated": curated_digest, "pool": pool_digest, "seed": seed, "arm": arm,
                            "name": name, "finetune": config.to_dict(), "prune": prune_config.to_dict(),
                            "threshold": args.threshold, "metrics": args.metrics, "metric_limit": args.metric_limit,
                            "eval_docs": args.eval_docs, "test_docs": args.test_docs}
