@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from finescope_nb.config import Config
 from finescope_nb.device import model_device
 from finescope_nb.errors import FinescopeError, warn_once
-from finescope_nb.lm import get_adapter, run_until_layer
+from finescope_nb.lm import get_adapter, max_positions, run_until_layer
 
 __all__ = [
     "ActivationBatch",
@@ -88,7 +88,7 @@ def check_layer(model, layer) -> int:
 
 def context_length(model, max_length: int) -> int:
     """`max_length` capped by the positions the model can embed."""
-    limit = getattr(get_adapter(model).root(model).config, "max_position_embeddings", None) or max_length
+    limit = max_positions(model) or max_length
     if max_length < 2:
         raise FinescopeError(f"max_length must be at least 2 tokens, got {max_length}; use e.g. 128.")
     return min(max_length, limit)

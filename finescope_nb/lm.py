@@ -270,6 +270,11 @@ def load_tokenizer(path_or_id=None, *, padding_side: str = "right"):
     return tokenizer
 
 
+def max_positions(model) -> int | None:
+    """The positions the model can embed (its config's max_position_embeddings), None where it does not say."""
+    return getattr(get_adapter(model).root(model).config, "max_position_embeddings", None)
+
+
 def layer_shapes(model) -> list[dict[str, int]]:
     """Per-layer {"num_heads", "num_kv_heads", "intermediate_size"}, read from the weights."""
     adapter = get_adapter(model)

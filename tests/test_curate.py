@@ -218,7 +218,7 @@ def test_bad_inputs_fail_in_one_sentence(setup, tmp_path):
     with pytest.raises(FinescopeError) as e:
         selector.fit(["the a of", "   ", ""])
     one_sentence(e, "Seeds 1, 2", "empty")
-    with pytest.warns(UserWarning, match="Seed 1 is longer than the context of 64 tokens"):
+    with pytest.warns(UserWarning, match="Seed 1 is longer than the context of 128 tokens"):
         selector.fit(["the a of", " ".join(["the"] * 200)])
     fitted = selector.fit(SEEDS["math"])
     with pytest.raises(FinescopeError) as e:

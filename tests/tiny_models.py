@@ -17,7 +17,7 @@ DOMAINS = ("math", "code", "stem")
 VOCAB, HIDDEN, LAYERS, HEADS, HEAD_DIM, INTER = len(WORDS) + 3, 32, 3, 4, 8, 48
 TOKENS = dict(bos_token_id=0, eos_token_id=0, pad_token_id=1)
 LLAMA_LIKE = dict(vocab_size=VOCAB, hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS,
-                  num_attention_heads=HEADS, num_key_value_heads=2, max_position_embeddings=64,
+                  num_attention_heads=HEADS, num_key_value_heads=2, max_position_embeddings=128,
                   initializer_range=0.3, **TOKENS)
 CONFIGS = {
     "llama": lambda: LlamaConfig(**LLAMA_LIKE),
@@ -27,7 +27,7 @@ CONFIGS = {
                                n_positions=64, initializer_range=0.3, **TOKENS),
     "gpt_neox": lambda: GPTNeoXConfig(vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=LAYERS,
                                       num_attention_heads=HEADS, intermediate_size=INTER,
-                                      max_position_embeddings=64, initializer_range=0.3, **TOKENS),
+                                      max_position_embeddings=128, initializer_range=0.3, **TOKENS),
 }
 # Gemma 3 as Gemma 3 270M is built, in miniature: head_dim stated apart from hidden / heads (16, not 8), sliding-
 # window layers (a window of 4 tokens, shorter than the test texts) around a global one, q/k norms
@@ -63,7 +63,7 @@ def tokenizer(bos: bool = True) -> PreTrainedTokenizerFast:
 def llama(seed: int = 0, hidden: int = 32, layers: int = 3):
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(WORDS) + 3, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, initializer_range=0.3,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, initializer_range=0.3,
                          bos_token_id=0, eos_token_id=0, pad_token_id=1, tie_word_embeddings=True)
     return AutoModelForCausalLM.from_config(config).eval()
 

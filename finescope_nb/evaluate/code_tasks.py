@@ -79,8 +79,10 @@ def pass_at_1(tasks: Sequence[CodeTask], completions: Sequence[str], limits: San
 
 
 def _score(name: str, tasks: list[CodeTask], model, tokenizer, options: EvalOptions) -> pd.DataFrame:
+    shared = {t.stops for t in tasks}  # one metric's tasks share their stops; rows stop early only then
     completions = continue_texts(model, tokenizer, [t.prompt for t in tasks], max_new_tokens=options.max_new_tokens,
-                                 do_sample=False, seed=options.seed, batch_size=options.batch_size)
+                                 do_sample=False, seed=options.seed, batch_size=options.batch_size,
+                                 stops=shared.pop() if len(shared) == 1 else ())
     runs = pass_at_1(tasks, completions)
     iso = isolation()
     layers = f"user={iso.user or 'kit user'}, namespaces={'yes' if iso.namespaces else 'no'}"

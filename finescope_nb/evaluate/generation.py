@@ -134,7 +134,7 @@ def pick_items(indices: Sequence[int], limit: int | None, seed: int) -> list[int
 
 def _answer(model, tokenizer, prompts: list[str], stops: Sequence[str], options: EvalOptions) -> list[str]:
     texts = continue_texts(model, tokenizer, prompts, max_new_tokens=options.max_new_tokens, do_sample=False,
-                           seed=options.seed, batch_size=options.batch_size)
+                           seed=options.seed, batch_size=options.batch_size, stops=stops)
     return [cut_at_stops(t, stops) for t in texts]
 
 
