@@ -4,7 +4,9 @@ A run folder holds one run's artifacts. Each stage writes into `stages/<name>-<k
 key hashes the stage's own config together with the keys of the stages it read from, so changing
 one knob recomputes that stage and everything downstream of it, and nothing else. Artifacts are
 written under a temporary name and renamed into place, so an interrupted stage never leaves a
-half-written file that a later run would mistake for a result.
+half-written file that a later run would mistake for a result. Because a key names everything its
+stage depends on, a finished stage in a sibling run folder (another ratio of the same curated set,
+say) is that stage's result here too: it is taken over, its files hard-linked where the disk allows.
 """
 
 from __future__ import annotations
@@ -68,6 +70,14 @@ def write_json_atomic(target: str | Path, data: Any) -> Path:
     return write_text_atomic(target, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def _link_or_copy(source: str, target: str) -> None:
+    """A hard link (stage files are never rewritten in place, only replaced), a copy across file systems."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
 def stage_key(config: Config, *upstream_keys: str) -> str:
     """The cache key of a stage: its config hash combined with the keys of its inputs."""
     h = hashlib.sha256(config.config_hash(64).encode())
@@ -123,6 +133,9 @@ class RunFolder:
         process saves; a compute that returns None on the other processes (a step only the main process
         does) has them load what the main process saved."""
         folder = self.stage_dir(name, key)
+        with distributed.main_only(None) as main:
+            if main and not (folder / "DONE").exists():
+                self._adopt(folder)
         if distributed.broadcast((folder / "DONE").exists()):
             return load(folder)
         result = compute()
@@ -133,6 +146,15 @@ class RunFolder:
                     save(result, tmp)
                     (tmp / "DONE").write_text(key + "\n")
         return result if result is not None else load(folder)
+
+    def _adopt(self, folder: Path) -> None:
+        """Take over the same stage under the same key from a run folder beside this one, if one finished it."""
+        for sibling in sorted(self.path.parent.iterdir()) if self.path.parent.is_dir() else ():
+            done = sibling / "stages" / folder.name
+            if sibling != self.path and (sibling / RUN_FILE).is_file() and (done / "DONE").is_file():
+                with atomic_path(folder) as tmp:
+                    shutil.copytree(done, tmp, copy_function=_link_or_copy)
+                return
 
     def checkpoint_dir(self, name: str, key: str) -> Path:
         """A scratch folder where a long stage keeps checkpoints to resume after interruption."""

@@ -275,8 +275,11 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
     recover_key = stage_key(config.finetune, prune_key, val_config.config_hash(), *own_keys)  # validation picks kept weights
 
     def recover(ckpt: Path):
+        # the unpruned model's responses depend on the curated set, not on pruning: kept beside the SAE cache, so a
+        # run at another ratio (or recovery setting) of the same curated set reads them instead of regenerating
+        teacher_file = DEFAULT_RUNS_DIR / "teacher" / f"{curate_key}-{config.finetune.teacher_mode}.json"
         data = prepare(model, tokenizer, curated, None, config.domain, seed=config.seed, progress=progress, mode=config.finetune.teacher_mode,
-                       checkpoint=ckpt / "teacher.json")
+                       checkpoint=teacher_file)
         val = (tokenize_texts(tokenizer, own.validation, val_config.max_length) if own
                else heldout_sequences(tokenizer, val_config)[config.domain])
         student, history = run_arm(pruned, tokenizer, data, "self_distill", config.finetune,

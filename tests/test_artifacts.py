@@ -79,3 +79,24 @@ def test_run_folder_refuses_foreign_nonempty_folder(tmp_path):
     (tmp_path / "x" / "notes.txt").write_text("mine")
     with pytest.raises(FinescopeError, match="not a finescope run folder"):
         RunFolder(tmp_path / "x", RunConfig())
+
+
+def test_a_stage_finished_in_a_sibling_run_is_taken_over_unfinished_ones_are_not(tmp_path):
+    def save(v, d):
+        (d / "v.txt").write_text(v)
+
+    def load(d):
+        return (d / "v.txt").read_text()
+
+    a = RunFolder(tmp_path / "runs" / "a", RunConfig())
+    a.cached("curate", "k1", lambda: "from a", save, load)
+    a.checkpoint_dir("prune", "k2")  # begun, never finished
+    a.stage_dir("prune", "k2").mkdir(parents=True)  # a stage folder without DONE
+    (tmp_path / "runs" / "not-a-run" / "stages" / "prune-k2").mkdir(parents=True)
+    (tmp_path / "runs" / "not-a-run" / "stages" / "prune-k2" / "DONE").write_text("k2\n")
+
+    b = RunFolder(tmp_path / "runs" / "b", RunConfig())
+    assert b.cached("curate", "k1", lambda: pytest.fail("recomputed a finished sibling stage"), save, load) == "from a"
+    assert (b.stage_dir("curate", "k1") / "v.txt").stat().st_ino == (a.stage_dir("curate", "k1") / "v.txt").stat().st_ino
+    assert b.cached("prune", "k2", lambda: "computed", save, load) == "computed"  # neither unfinished nor non-run folders count
+    assert b.cached("curate", "other", lambda: "computed", save, load) == "computed"  # another key is another result

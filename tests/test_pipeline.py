@@ -55,6 +55,23 @@ def test_run_goes_through_every_stage_and_reuses_the_cache(tmp_path, monkeypatch
     assert third.table["pruned_ppl"].round(6).tolist() == first.table["pruned_ppl"].round(6).tolist()
 
 
+def test_a_run_beside_another_takes_over_its_finished_stages_and_teacher_responses(tmp_path, monkeypatch):
+    import finescope_nb.distill.teacher as teacher
+
+    first = pipeline.run(SMALL, tmp_path / "sweep" / "ratio30", progress=False)
+    monkeypatch.setattr(teacher, "continue_texts", lambda *a, **k: pytest.fail("the teacher regenerated the same curated set"))
+    calls = Calls(pipeline.curate_top)
+    monkeypatch.setattr(pipeline, "curate_top", calls)
+    half = pipeline.run(SMALL.replace(prune=SMALL.prune.replace(ratio=0.5)), tmp_path / "sweep" / "ratio50", progress=False)
+    assert calls.count == 0  # curation (and the base model's evaluation) taken over from ratio30
+    assert half.base_ppl.equals(first.base_ppl)
+    for name in ("eval-base", "curate"):
+        mine, theirs = (tmp_path / "sweep" / run / half.stages[name] for run in ("ratio50", "ratio30"))
+        assert half.stages[name] == first.stages[name] and (mine / "DONE").stat().st_ino == (theirs / "DONE").stat().st_ino
+    assert half.stages["prune"] != first.stages["prune"]  # another ratio: pruned and recovered anew
+    assert half.table["pruned_ppl"].iloc[0] > first.table["pruned_ppl"].iloc[0]
+
+
 def test_run_refuses_a_folder_of_another_domain(tmp_path):
     folder = tmp_path / "run"
     pipeline.RunFolder(folder, SMALL)
@@ -72,7 +89,7 @@ def test_fast_mode_shrinks_eval(monkeypatch):
 def test_a_run_killed_inside_pruning_or_recovery_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
     import finescope_nb.distill.teacher as teacher
 
-    straight = pipeline.run(SMALL, tmp_path / "straight", progress=False)
+    straight = pipeline.run(SMALL, tmp_path / "apart" / "straight", progress=False)  # not beside "run": nothing to take over
 
     def dies(*args, **kwargs):
         raise Interrupt
