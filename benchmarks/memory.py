@@ -1,7 +1,7 @@
 """Resident memory from /proc/self/status (Linux), for the benchmarks that measure a peak in a fresh process.
 
-Kept to the standard library so that the small scripts those benchmarks run in a subprocess can import it
-before they load anything: the peak they report is then the model's and the work's, not this module's.
+Kept to the standard library, so that importing it into the small scripts those benchmarks run in a
+subprocess adds nothing of its own to the peak they report.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ key hashes the stage's own config together with the keys of the stages it read f
 one knob recomputes that stage and everything downstream of it, and nothing else. Artifacts are
 written under a temporary name and renamed into place, so an interrupted stage never leaves a
 half-written file that a later run would mistake for a result. Because a key names everything its
-stage depends on, a finished stage in a sibling run folder (another ratio of the same curated set,
-say) is that stage's result here too: it is taken over, its files hard-linked where the disk allows.
+stage depends on besides the run's domain, model and corpus, a finished stage in a sibling run folder
+of the same three (another ratio of the same curated set, say) is that stage's result here too: it is
+taken over, its files hard-linked where the disk allows.
 """
 
 from __future__ import annotations
@@ -148,13 +149,25 @@ class RunFolder:
         return result if result is not None else load(folder)
 
     def _adopt(self, folder: Path) -> None:
-        """Take over the same stage under the same key from a run folder beside this one, if one finished it."""
-        for sibling in sorted(self.path.parent.iterdir()) if self.path.parent.is_dir() else ():
-            done = sibling / "stages" / folder.name
-            if sibling != self.path and (sibling / RUN_FILE).is_file() and (done / "DONE").is_file():
+        """Take over the same stage under the same key from a run folder beside this one that finished it and
+        holds a run of the same domain, model and corpus (the keys assume those fixed, as one folder does).
+        Best effort: a sibling that cannot be read or copied is passed over, and the stage is computed."""
+        try:
+            siblings = sorted(self.path.parent.iterdir())
+        except OSError:
+            return
+        for sibling in siblings:
+            try:
+                done = sibling / "stages" / folder.name
+                if sibling == self.path or not (done / "DONE").is_file() or not (sibling / RUN_FILE).is_file():
+                    continue
+                if _identity(RunConfig.from_json((sibling / RUN_FILE).read_text())) != _identity(self.config):
+                    continue
                 with atomic_path(folder) as tmp:
                     shutil.copytree(done, tmp, copy_function=_link_or_copy)
                 return
+            except (OSError, ValueError, TypeError, KeyError, FinescopeError):  # unreadable or not a run of this kit
+                continue
 
     def checkpoint_dir(self, name: str, key: str) -> Path:
         """A scratch folder where a long stage keeps checkpoints to resume after interruption."""

@@ -15,7 +15,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from finescope_nb.device import model_device
-from finescope_nb.errors import FinescopeError
+from finescope_nb.errors import FinescopeError, warn_once
 from finescope_nb.lm import max_positions
 
 
@@ -65,12 +65,17 @@ def fit_prompts(model, tokenizer, prompts: Sequence[str], max_new_tokens: int, a
     if keep < 2:
         raise FinescopeError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in this model's context of "
                              f"{limit} tokens; ask for fewer new tokens.")
-    out = []
+    out, cut = [], 0
     for ids in tokenizer(list(prompts), add_special_tokens=add_special_tokens)["input_ids"]:
         if len(ids) > keep:
             bos = tokenizer.bos_token_id is not None and ids[0] == tokenizer.bos_token_id
             ids = ids[:1] + ids[len(ids) - keep + 1:] if bos else ids[len(ids) - keep:]
+            cut += 1
         out.append(ids)
+    if cut:
+        warn_once(("prompts cut", limit, max_new_tokens),
+                  f"{cut} of {len(prompts)} prompts are longer than this model's context of {limit} tokens less the "
+                  f"{max_new_tokens} new ones and were cut from the left to their last {keep} tokens (said once per session).")
     return out
 
 

@@ -272,7 +272,11 @@ def load_tokenizer(path_or_id=None, *, padding_side: str = "right"):
 
 def max_positions(model) -> int | None:
     """The positions the model can embed (its config's max_position_embeddings), None where it does not say."""
-    return getattr(get_adapter(model).root(model).config, "max_position_embeddings", None)
+    try:
+        config = get_adapter(model).root(model).config
+    except FinescopeError:  # an architecture without an adapter: its own config, if it has one
+        config = getattr(model, "config", None)
+    return getattr(config, "max_position_embeddings", None)
 
 
 def layer_shapes(model) -> list[dict[str, int]]:

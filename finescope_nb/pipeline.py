@@ -7,9 +7,10 @@ own config hash combined with the keys of the stages it reads, so changing, say,
 ratio recomputes pruning, recovery and their evaluations, and nothing before them.
 
 Inside a stage, the long steps keep checkpoints in the run folder (`checkpoints/<stage>-<key>/`):
-the importance scores before planning, the teacher's responses chunk by chunk, the fine-tuning
-state at every evaluation, each finished metric of an evaluation. A run killed mid-stage and
-started again picks up from there. `progress.json` names the folder of every finished stage of
+the importance scores before planning, the fine-tuning state at every evaluation, each finished
+metric of an evaluation. The teacher's responses, chunk by chunk, go to runs/teacher/, where a run
+at another ratio of the same curated set finds them. A run killed mid-stage and started again picks
+up from there; a stage that a run folder beside it finished under the same key is taken over. `progress.json` names the folder of every finished stage of
 the current config, which is what `finescope report` reads.
 """
 
@@ -30,7 +31,7 @@ import torch
 from finescope_nb.adapters import get_adapter
 from finescope_nb.artifacts import PROGRESS_FILE, RUN_FILE, RunFolder, atomic_path, stage_key, write_json_atomic
 from finescope_nb.config import RunConfig
-from finescope_nb import distributed
+from finescope_nb import distributed, paths
 from finescope_nb.curate.workspace import cached_pool_codes, curate_top
 from finescope_nb.device import resolve_dtype, run_device
 from finescope_nb.distill import prepare, run_arm
@@ -277,7 +278,7 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
     def recover(ckpt: Path):
         # the unpruned model's responses depend on the curated set, not on pruning: kept beside the SAE cache, so a
         # run at another ratio (or recovery setting) of the same curated set reads them instead of regenerating
-        teacher_file = DEFAULT_RUNS_DIR / "teacher" / f"{curate_key}-{config.finetune.teacher_mode}.json"
+        teacher_file = paths.DEFAULT_RUNS_DIR / "teacher" / f"{curate_key}-{config.finetune.teacher_mode}-{config.seed}.json"
         data = prepare(model, tokenizer, curated, None, config.domain, seed=config.seed, progress=progress, mode=config.finetune.teacher_mode,
                        checkpoint=teacher_file)
         val = (tokenize_texts(tokenizer, own.validation, val_config.max_length) if own

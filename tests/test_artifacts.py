@@ -100,3 +100,5 @@ def test_a_stage_finished_in_a_sibling_run_is_taken_over_unfinished_ones_are_not
     assert (b.stage_dir("curate", "k1") / "v.txt").stat().st_ino == (a.stage_dir("curate", "k1") / "v.txt").stat().st_ino
     assert b.cached("prune", "k2", lambda: "computed", save, load) == "computed"  # neither unfinished nor non-run folders count
     assert b.cached("curate", "other", lambda: "computed", save, load) == "computed"  # another key is another result
+    code = RunFolder(tmp_path / "runs" / "c", RunConfig(domain="code"))  # keys assume one domain, model and corpus
+    assert code.cached("curate", "k1", lambda: "computed", save, load) == "computed"

@@ -14,7 +14,9 @@ block = bytearray(300 << 20)  # 300 MiB, touched so that it is resident
 block[::4096] = b"x" * len(block[::4096])
 before = peak_kib()
 del block
-print(before, int(reset_peak()), peak_kib(), status_kib("VmRSS"))
+resettable = reset_peak()
+rss = status_kib("VmRSS")  # read before the new peak, which can only have grown since
+print(before, int(resettable), peak_kib(), rss)
 """
 
 
