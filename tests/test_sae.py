@@ -312,3 +312,17 @@ def test_decoder_bias_starting_at_the_mean_learns_offset_activations_in_few_step
     assert scores["zeros"] < 0 < scores["mean"], scores  # from zeros the reconstruction is worse than the mean itself
     with pytest.raises(FinescopeError, match="decoder_bias_init"):
         SAEConfig(decoder_bias_init="median")
+
+
+def test_latest_sae_is_the_newest_on_all_coordinates(tmp_path):
+    import finescope_nb.sae.cache as cache
+
+    model, tok = tm.llama(), tm.tokenizer()
+    config = SAEConfig(layer=1, d_sae=32, k=4, train_tokens=2048, batch_size=256,
+                       capture=ActivationConfig(max_length=32, batch_size=8))
+    small = dict(heldout_docs=8, heldout_tokens=256, loss_tokens=128, progress=False)
+    assert cache.latest_sae(model, runs_dir=tmp_path) is None
+    full = cache.cached_sae(model, tok, config, runs_dir=tmp_path, **small)
+    cache.cached_sae(model, tok, config.replace(selection="variance", n_coordinates=8), runs_dir=tmp_path, **small)  # newer
+    latest = cache.latest_sae(model, runs_dir=tmp_path)
+    assert latest is not None and latest.coordinates is None and latest.config == full.config

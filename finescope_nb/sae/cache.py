@@ -216,15 +216,19 @@ def _capture_in_shares(model, tokenizer, texts, config: SAEConfig, partial: Path
 
 
 def latest_sae(model, runs_dir: str | Path | None = None) -> LayerSAE | None:
-    """The most recently saved SAE of this model trained on the embedded pool, or None."""
+    """The most recently saved SAE of this model trained on the embedded pool over all of the layer's coordinates,
+    or None. An SAE on selected coordinates (the paper's v3, which the curation benchmark trains beside the
+    default) is a comparison, not the dictionary whose features the notebooks explore."""
     runs = Path(runs_dir) if runs_dir is not None else paths.DEFAULT_RUNS_DIR
     prefix = model_identity(model)
     # only the default-text SAEs (<identity>-<12-char hash>), not those trained on a user's corpus
     found = sorted((p for p in (runs / "sae").glob(f"{prefix}-*") if (p / META_FILE).is_file() and len(p.name) == len(prefix) + 13),
                    key=lambda p: (p / META_FILE).stat().st_mtime)
-    if not found:
-        return None
-    try:
-        return LayerSAE.load(found[-1], model)
-    except FinescopeError:
-        return None
+    for folder in reversed(found):
+        try:
+            if json.loads((folder / META_FILE).read_text())["config"].get("selection") is not None:
+                continue
+            return LayerSAE.load(folder, model)
+        except (FinescopeError, ValueError, KeyError):
+            continue
+    return None
