@@ -29,7 +29,7 @@ Generation speed: batched teacher generation against one prompt at a time, side 
 from __future__ import annotations
 
 import argparse
-import hashlib
+import functools
 import json
 import os
 import sys
@@ -54,7 +54,7 @@ from finescope_nb.evaluate import domain_loss, evaluate, heldout_sequences, reta
 from finescope_nb.generate import continue_texts  # noqa: E402
 from finescope_nb.lm import model_identity  # noqa: E402
 from finescope_nb.prune import prune, sample_texts  # noqa: E402
-from benchmarks.common import (add_model_args, provenance, result_path, resumable, run_config, set_threads, step_path,  # noqa: E402
+from benchmarks.common import (add_model_args, digest, provenance, result_path, resumable, run_config, set_threads, step_path,  # noqa: E402
                                workspace)
 
 ARMS = ("self_distill", "plain", "random", "none")
@@ -142,10 +142,10 @@ def main() -> None:
 
     rows, keep, curves, histories = [], {}, {}, {}
     identity = model_identity(model)
-    pool_digest = hashlib.sha256("\n".join(map(str, pool["id"])).encode()).hexdigest()  # the random arm samples it
+    pool_digest = digest(pool["id"])  # the random arm samples the pool
     for domain in args.domains:
         curated = curate_domain(ws, domain, args.m, draw="random")  # seed for seed the draw its recorded results used
-        curated_digest = hashlib.sha256("\x00".join(curated["text"]).encode()).hexdigest()
+        curated_digest = digest(curated["text"])
         data = {}
         for mode in args.teacher_modes:
             start = time.perf_counter()
@@ -159,13 +159,9 @@ def main() -> None:
         for seed in args.seeds:
             random_examples = split_examples(pool.sample(len(curated), random_state=seed), tokenizer)
             prune_config = defaults.prune.replace(ratio=args.ratio, seed=seed)
-            pruned_once = []  # pruned on first use: a resumed run whose rows for this seed are all kept never prunes
-
-            def pruned():
-                if not pruned_once:
-                    pruned_once.append(prune(model, tokenizer, sample_texts(curated["text"], prune_config.calibration_docs, seed),
-                                             prune_config, progress=False)[0])
-                return pruned_once[0]
+            # pruned on first use: a resumed run whose rows for this seed are all kept never prunes
+            pruned = functools.cache(lambda: prune(model, tokenizer, sample_texts(curated["text"], prune_config.calibration_docs, seed),
+                                                   prune_config, progress=False)[0])
 
             for method in methods:
                 runs = [("self_distill", mode) for mode in args.teacher_modes] + \

@@ -26,7 +26,6 @@ rounded to each multiple, and reports per multiple the ratio really removed and 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -51,7 +50,7 @@ from finescope_nb.evaluate import domain_perplexity, heldout_sequences  # noqa: 
 from finescope_nb.lm import model_identity, run_until_layer  # noqa: E402
 from finescope_nb.prune import PruneConfig, apply_plan, compute_importance, plan_pruning  # noqa: E402
 from finescope_nb.prune.compare import Arm, calibration_source  # noqa: E402
-from benchmarks.common import add_model_args, provenance, result_path, resumable, run_config, set_threads, workspace  # noqa: E402
+from benchmarks.common import add_model_args, digest, provenance, result_path, resumable, run_config, set_threads, workspace  # noqa: E402
 
 
 def arms(base: PruneConfig, curated, pool, n: int) -> dict[str, Arm]:
@@ -109,7 +108,7 @@ def score_arms(model, tokenizer, arms: dict[str, Arm], seeds, ratios, eval_confi
                 return out
 
             key = {"model": identity, "arm": name, "config": config.to_dict(), "ratios": list(ratios),
-                   "texts": hashlib.sha256("\x00".join(texts).encode()).hexdigest(), "eval": eval_config.to_dict()}
+                   "texts": digest(texts), "eval": eval_config.to_dict()}
             rows += resumable("pruning", key, step)
     return pd.DataFrame(rows)
 

@@ -10,8 +10,9 @@ Inside a stage, the long steps keep checkpoints in the run folder (`checkpoints/
 the importance scores before planning, the fine-tuning state at every evaluation, each finished
 metric of an evaluation. The teacher's responses, chunk by chunk, go to runs/teacher/, where a run
 at another ratio of the same curated set finds them. A run killed mid-stage and started again picks
-up from there; a stage that a run folder beside it finished under the same key is taken over. `progress.json` names the folder of every finished stage of
-the current config, which is what `finescope report` reads.
+up from there; a stage that a run folder beside it finished under the same key is taken over.
+`progress.json` names the folder of every finished stage of the current config, which is what
+`finescope report` reads.
 """
 
 from __future__ import annotations
