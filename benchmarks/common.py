@@ -102,11 +102,6 @@ def set_threads() -> int:
     return torch.get_num_threads()
 
 
-def digest(parts) -> str:
-    """A hash of a sequence of strings (texts, document ids), for the keys of `resumable` steps."""
-    return hashlib.sha256("\x00".join(map(str, parts)).encode()).hexdigest()
-
-
 def step_path(benchmark: str, key: dict, suffix: str = ".json") -> Path:
     """Where one step of a benchmark keeps its result (or, with another suffix, its training checkpoint):
     runs/benchmark-steps/<benchmark>/<hash of key><suffix>."""

@@ -52,9 +52,10 @@ from finescope_nb.curate.workspace import curate_domain  # noqa: E402
 from finescope_nb.distill import keep_rate_curve, prepare, run_arm, split_examples  # noqa: E402
 from finescope_nb.evaluate import domain_loss, evaluate, heldout_sequences, retained, retained_table  # noqa: E402
 from finescope_nb.generate import continue_texts  # noqa: E402
+from finescope_nb.hashing import text_digest  # noqa: E402
 from finescope_nb.lm import model_identity  # noqa: E402
 from finescope_nb.prune import prune, sample_texts  # noqa: E402
-from benchmarks.common import (add_model_args, digest, provenance, result_path, resumable, run_config, set_threads, step_path,  # noqa: E402
+from benchmarks.common import (add_model_args, provenance, result_path, resumable, run_config, set_threads, step_path,  # noqa: E402
                                workspace)
 
 ARMS = ("self_distill", "plain", "random", "none")
@@ -142,10 +143,10 @@ def main() -> None:
 
     rows, keep, curves, histories = [], {}, {}, {}
     identity = model_identity(model)
-    pool_digest = digest(pool["id"])  # the random arm samples the pool
+    pool_digest = text_digest(pool["id"], length=64)  # the random arm samples the pool
     for domain in args.domains:
         curated = curate_domain(ws, domain, args.m, draw="random")  # seed for seed the draw its recorded results used
-        curated_digest = digest(curated["text"])
+        curated_digest = text_digest(curated["text"], length=64)
         data = {}
         for mode in args.teacher_modes:
             start = time.perf_counter()

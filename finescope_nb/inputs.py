@@ -14,7 +14,6 @@ mostly inside the pool and is refused.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import re
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from finescope_nb.config import RunConfig
 from finescope_nb.corpus import POOL_DOMAINS, load_seeds, load_user_corpus, load_user_seeds, user_pool
 from finescope_nb.curate.workspace import pool_sample
 from finescope_nb.errors import FinescopeError
+from finescope_nb.hashing import text_digest
 from finescope_nb.evaluate.cloze import CONTEXT_TOKENS, CONTINUATION_TOKENS, N_OPTIONS
 from finescope_nb.evaluate.registry import check_metrics, covering
 from finescope_nb.distill.teacher import check_mode
@@ -173,7 +173,7 @@ def read_heldout(path: str, pool: Sequence[str], tokenizer, cloze: bool) -> Held
             raise FinescopeError(f"Only {long_enough} measured documents of held-out file {path!r} have the {need} "
                                  f"tokens a cloze item needs, and cloze needs {N_OPTIONS}; add longer documents or leave "
                                  "cloze out with --metrics perplexity.")
-    key = hashlib.sha256("\x00".join([*test, "\x01", *validation]).encode()).hexdigest()[:12]
+    key = text_digest([*test, "\x01", *validation])
     return Heldout(str(path), test, validation, int(inside.sum()), len(texts), key)
 
 

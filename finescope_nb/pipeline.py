@@ -18,7 +18,6 @@ up from there; a stage that a run folder beside it finished under the same key i
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import shutil
@@ -40,6 +39,7 @@ from finescope_nb.evaluate import (domain_loss, domain_perplexity, evaluate as e
                                    tokenize_texts)
 from finescope_nb.evaluate.own_heldout import embedded_part, heldout_cloze, sequences_with_heldout
 from finescope_nb.evaluate.registry import covering
+from finescope_nb.hashing import text_digest
 from finescope_nb.inputs import check_run_inputs, slug
 from finescope_nb.lm import load_model, model_folder, model_identity, save_model
 from finescope_nb.models.card import carry_provenance, read_provenance
@@ -235,7 +235,7 @@ def run(config: RunConfig | None = None, run_dir: str | Path | None = None, prog
                         else dict(heldout_docs=500, heldout_tokens=50_000, loss_tokens=20_000)))
     seeds = inputs.seeds
     # the documents and seeds themselves, not just their ids and path: an edited corpus or seeds file recurates
-    pool_key = hashlib.sha256("\x00".join([*pool["id"], *pool["text"], "\x01", *seeds]).encode()).hexdigest()[:12]
+    pool_key = text_digest([*pool["id"], *pool["text"], "\x01", *seeds])
     curate_key = stage_key(config.curation, model_key, sae.config.config_hash(), pool_key, config.domain)
 
     def curate(_ckpt: Path) -> pd.DataFrame:

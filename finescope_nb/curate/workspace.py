@@ -18,6 +18,7 @@ import pandas as pd
 from finescope_nb import distributed, paths
 from finescope_nb.corpus import load_pool, load_seeds, user_pool
 from finescope_nb.curate.sae_selector import default_sae_selector
+from finescope_nb.hashing import text_digest
 from finescope_nb.lm import load_model, load_tokenizer
 from finescope_nb.sae.cache import cached_sae, corpus_sae_texts, default_sae_config, latest_sae
 from finescope_nb.sae.codes import PooledCodes, encode_corpus, merge_codes
@@ -53,7 +54,7 @@ def cached_pool_codes(sae, model, tokenizer, pool: pd.DataFrame, top_l: int = 64
     pools are refused before any encoding."""
     digest = hashlib.sha256("\n".join(map(str, pool["id"])).encode())
     digest.update(f"|{top_l}|{sae.config.capture.to_json()}".encode())
-    texts_digest = hashlib.sha256("\x00".join(pool["text"]).encode()).hexdigest()[:12]
+    texts_digest = text_digest(pool["text"])
     distributed.agree("pool", {"documents": len(pool), "ids": digest.hexdigest()[:12], "texts": texts_digest,
                                "sae": sae.config.config_hash(), "model": sae.model_identity})
     runs = Path(runs_dir) if runs_dir is not None else paths.DEFAULT_RUNS_DIR

@@ -27,6 +27,7 @@ from finescope_nb import distributed, paths
 from finescope_nb.activations import ActivationConfig
 from finescope_nb.corpus import load_pool, load_split
 from finescope_nb.errors import FinescopeError
+from finescope_nb.hashing import text_digest
 from finescope_nb.lm import model_identity
 from finescope_nb.models.registry import named_defaults
 from finescope_nb.sae.layer_sae import META_FILE, LayerSAE
@@ -95,7 +96,7 @@ def corpus_sae_texts(corpus: Sequence[str], config: SAEConfig, mix: float = 0.0,
     if len(texts) < 2:
         raise FinescopeError(f"The SAE needs at least 2 corpus documents (one to train on, one to measure it), got {len(texts)}; "
                              "use a larger corpus.")
-    digest = hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:12]
+    digest = text_digest(texts)
     order = np.random.default_rng(config.seed).permutation(len(texts))
     n_held = min(max_heldout, max(1, round(heldout_share * len(texts))))
     heldout, own = [texts[i] for i in order[:n_held]], [texts[i] for i in order[n_held:]]
