@@ -4,7 +4,8 @@ benchmarks/results/ablation.json (results/<model>/ablation.json for --model).
     python benchmarks/ablation_benchmark.py                       # math and code, 3 seeds
     python benchmarks/ablation_benchmark.py --domains math --seeds 0   # one column, one seed
     python benchmarks/ablation_benchmark.py --model smollm2-135m --pool-per-domain 1000 --seeds 0 \
-        --teacher-modes continue rewrite --steps 600 --eval-every 25 --patience 3 --metrics cloze gsm8k humaneval mbpp
+        --teacher-modes continue rewrite --steps 600 --eval-every 25 --patience 3 --test-docs 120 \
+        --metrics cloze gsm8k math500 humaneval mbpp --metric-limit 50
 
 Every row starts from the same embedded model and, where it is pruned, the same 30% budget with
 Taylor importance (calibration drawn by the seed). Fine-tuning rows train for the same steps with
@@ -28,8 +29,11 @@ and `retained` = score / unpruned score (`evaluate.retained`). Cloze accuracy (c
 recorded beside it; on this model pruning moves it by less than its sampling noise, so the loss
 score is the one the targets are judged on. --metrics adds task metrics of `finescope_nb.evaluate`
 (gsm8k, math500, humaneval, mbpp...) per cell, each covering the domains it speaks to, under
-`task_metrics` with the unpruned model's score and whether it is above chance. Every cell is saved as it finishes under
-runs/ablation/, so the table can be built across several runs; fine-tuning resumes mid-run.
+`task_metrics` with the unpruned model's score and whether it is above chance. Every cell is kept as it finishes
+(benchmarks/recovery_cells.py), so the table can be built across several runs, fine-tuning resumes mid-run, and a
+cell the recovery benchmark already computed with the same settings (the same --test-docs, --eval-docs, --patience,
+--eval-every, --steps, --metrics and --metric-limit) is not trained again: `finescope` is its self_distill row,
+`finescope-rewrite` its rewrite row, `pruned+curated` plain, `pruned+random` random and `pruned` none.
 """
 
 from __future__ import annotations
@@ -38,7 +42,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("WANDB_MODE", "disabled")
@@ -56,15 +59,12 @@ from finescope_nb.artifacts import write_json_atomic  # noqa: E402
 from finescope_nb.basemodel import hardware  # noqa: E402
 from finescope_nb.config import EvalConfig  # noqa: E402
 from finescope_nb.curate.workspace import curate_domain  # noqa: E402
-from finescope_nb.distill import finetune, prepare, split_examples  # noqa: E402
-from finescope_nb.evaluate import domain_loss, evaluate, heldout_sequences, retained, retained_table  # noqa: E402
-from finescope_nb.evaluate.cloze import cloze_accuracy, domain_items  # noqa: E402
-from finescope_nb.evaluate.registry import METRICS  # noqa: E402
+from finescope_nb.distill import prepare, split_examples  # noqa: E402
+from finescope_nb.evaluate import heldout_sequences, retained, retained_table  # noqa: E402
 from finescope_nb.lm import model_identity  # noqa: E402
-from finescope_nb.prune import prune, sample_texts  # noqa: E402
 from benchmarks.common import add_model_args, provenance, result_path, run_config, set_threads, workspace  # noqa: E402
+from benchmarks.recovery_cells import Pruner, Scoring, recovery_cell, teacher_checkpoint  # noqa: E402
 
-CELLS = ROOT / "runs" / "ablation"
 ROWS = ("unpruned", "pruned", "pruned+random", "pruned+pool", "pruned+curated", "finescope", "unpruned+curated",
         "finescope-generic-calibration", "finescope-rewrite")
 # row -> (pruning calibration, training data); None: not pruned / not trained
@@ -83,7 +83,8 @@ def task_metrics(cells: dict, rows: list[str]) -> dict:
     for domain in sorted({d for d, _, _ in cells}):
         frames = []
         for row in rows:
-            found = [c["task_metrics"] for (d, r, _), c in cells.items() if d == domain and r == row and "task_metrics" in c]
+            found = [{f"{m['metric']}/{m['group']}": m for m in c["metrics"] if m["metric"] != "cloze"}
+                     for (d, r, _), c in cells.items() if d == domain and r == row]
             for key in found[0] if found else ():
                 metric, group = key.split("/", 1)
                 frames.append({"metric": metric, "group": group, "n": found[0][key]["n"], "chance": found[0][key]["chance"],
@@ -123,7 +124,6 @@ def main() -> None:
     parser.add_argument("--teacher-temperature", type=float, default=None, help="sample the teacher (default: greedy)")
     parser.add_argument("--kd-weight", type=float, default=None,
                         help="FineScope rows: share of the loss matching the teacher's distributions (default: the kit's)")
-    parser.add_argument("--cells", type=Path, default=CELLS)
     args = parser.parse_args()
     out_path = result_path(args, "ablation.json")
     set_threads()
@@ -135,38 +135,29 @@ def main() -> None:
     test = heldout_sequences(tokenizer, EvalConfig(split="test", domains=tuple(args.domains), max_docs_per_domain=args.test_docs))
     val = heldout_sequences(tokenizer, EvalConfig(split="validation", domains=tuple(args.domains), max_docs_per_domain=args.eval_docs)) \
         if args.patience is not None else None
+    scoring = Scoring(test, val, args.test_docs, args.eval_docs if val is not None else None, tuple(args.metrics), args.metric_limit)
     kd_weight = finetune_config.kd_weight if args.kd_weight is None else args.kd_weight
-    extra = [m for m in args.metrics if m != "cloze"]
-    sample = f"-p{args.pool_per_domain}.{args.pool_seed}" if args.pool_per_domain else ""
-    stop = f"-e{finetune_config.eval_every}-pat{args.patience}-v{args.eval_docs}" if args.patience is not None else ""
-    tag = (f"{model_identity(model)}-r{args.ratio}-m{args.m}-s{args.steps}-t{args.teacher_temperature}-kd{kd_weight}"
-           f"-d{args.test_docs}{sample}{stop}{'-x' + '.'.join(extra) + f'.{args.metric_limit}' if extra else ''}"
-           f"-ft{finetune_config.config_hash()[:8]}-pr{defaults.prune.config_hash()[:8]}")
+    identity = model_identity(model)
+    pruner = Pruner(model, tokenizer, defaults.prune.replace(ratio=args.ratio))
     rows = args.rows or [r for r in ROWS if r != "finescope-rewrite" or "rewrite" in args.teacher_modes]
     rows_wanted = ["unpruned"] + [r for r in rows if r != "unpruned"]  # every score is relative to it
     cells: dict[tuple[str, str, int], dict] = {}
 
     for domain in args.domains:
-        items = domain_items(tokenizer, domain)
         curated = curate_domain(ws, domain, args.m, draw="random")  # seed for seed the draw its recorded results used
+        teacher: dict = {}
         for seed in args.seeds:
-            cache: dict = {}
-
-            def pruned(calibration: str):
-                if calibration not in cache:
-                    texts = curated["text"] if calibration == "curated" else pool["text"]
-                    cache[calibration] = prune(model, tokenizer, sample_texts(texts, defaults.prune.calibration_docs, seed),
-                                               defaults.prune.replace(ratio=args.ratio, seed=seed), progress=False)[0]
-                return cache[calibration]
 
             def pairs(data: str):
                 if data.startswith("distilled"):
-                    if data not in cache:
-                        sampled = args.teacher_temperature is not None
-                        cache[data] = prepare(model, tokenizer, curated, None, domain, do_sample=sampled,
-                                              temperature=args.teacher_temperature or 1.0, seed=seed, progress=False,
-                                              mode="rewrite" if data == "distilled-rewrite" else "continue")
-                    d = cache[data]
+                    mode = "rewrite" if data == "distilled-rewrite" else "continue"
+                    sampled = args.teacher_temperature is not None
+                    if (mode, seed if sampled else None) not in teacher:  # greedy responses are the same for every seed
+                        how = {"do_sample": True, "temperature": args.teacher_temperature, "seed": seed} if sampled else \
+                            {"checkpoint": teacher_checkpoint(identity, curated, mode)}  # shared with the recovery benchmark
+                        teacher[mode, seed if sampled else None] = prepare(model, tokenizer, curated, None, domain, progress=False,
+                                                                           mode=mode, **how)
+                    d = teacher[mode, seed if sampled else None]
                     return [e.prompt for e in d.examples], d.responses
                 records = {"curated": curated, "random": pool.sample(len(curated), random_state=seed),
                            "pool": pool.sample(min(len(pool), args.steps * finetune_config.batch_size), random_state=seed)}[data]
@@ -174,44 +165,28 @@ def main() -> None:
                 return [e.prompt for e in examples], [e.response for e in examples]
 
             for row in rows_wanted:
-                path = args.cells / tag / f"{domain}-{seed}-{row}.json"
-                if path.is_file():
-                    cells[domain, row, seed] = json.loads(path.read_text())
-                    continue
-                start = time.perf_counter()
                 calibration, data = RECIPES[row]
-                student = model if calibration is None else pruned(calibration)
-                best_step = None
-                if data is not None:
-                    prompts, responses = pairs(data)
-                    student, history = finetune(
-                        student, tokenizer, prompts, responses,
-                        finetune_config.replace(seed=seed, kd_weight=kd_weight,
-                                                teacher_mode="rewrite" if data == "distilled-rewrite" else "continue"),
-                        progress=False, checkpoint=path.with_suffix(".pt"),
-                        evaluate=None if val is None else (lambda m: domain_loss(m, tokenizer, val[domain])),
-                        teacher=model if data.startswith("distilled") else None)
-                    if val is not None:
-                        best_step = int(history.loc[history["val_loss"].astype(float).idxmin(), "step"])
-                cell = {"test_loss": domain_loss(student, tokenizer, test[domain]),
-                        "cloze": cloze_accuracy(student, items) if "cloze" in args.metrics else None,
-                        "best_step": best_step, "seconds": time.perf_counter() - start}
-                covering = [m for m in extra if domain in METRICS[m].domains]
-                if covering:
-                    frame = evaluate(student, tokenizer, metrics=covering, domains=[domain], limit=args.metric_limit)
-                    cell["task_metrics"] = {f"{r.metric}/{r.group}": {"score": float(r.score), "n": int(r.n), "chance": float(r.chance)}
-                                            for r in frame.itertuples()}
-                write_json_atomic(path, cell)
+                source = None if calibration is None else curated["text"] if calibration == "curated" else pool["text"]
+                mode = "rewrite" if data == "distilled-rewrite" else "continue"
+                cell = recovery_cell(model, tokenizer, identity, domain, seed, scoring,
+                                     pruner=None if source is None else pruner,
+                                     calibration=None if source is None else pruner.texts(source, seed),
+                                     pairs=None if data is None else pairs(data),
+                                     finetune_config=finetune_config.replace(kd_weight=kd_weight, teacher_mode=mode),
+                                     with_teacher=data is not None and data.startswith("distilled"))
                 cells[domain, row, seed] = cell
-                print(f"{domain} seed {seed} {row:30s} loss {cell['test_loss']:.4f} cloze {cell['cloze']} "
-                      f"{cell.get('task_metrics', '')} ({cell['seconds']:.0f} s)", flush=True)
+                found = {f"{r['metric']}/{r['group']}": r for r in cell["metrics"]}
+                print(f"{domain} seed {seed} {row:30s} loss {cell['test_loss']:.4f} "
+                      f"{ {k: round(r['score'], 3) for k, r in found.items()} } ({cell['seconds']:.0f} s)", flush=True)
 
     records = []
     for (domain, row, seed), cell in cells.items():
         base = cells[domain, "unpruned", seed]
+        cloze = [r["score"] for r in cell["metrics"] if r["metric"] == "cloze"]
+        trained = val is not None and RECIPES[row][1] is not None
         records.append({"row": row, "domain": domain, "seed": seed, "score": math.exp(-cell["test_loss"]),
-                        "retained": retained(cell["test_loss"], base["test_loss"]), "cloze": cell["cloze"],
-                        "test_loss": cell["test_loss"], "best_step": cell.get("best_step")})
+                        "retained": retained(cell["test_loss"], base["test_loss"]), "cloze": cloze[0] if cloze else None,
+                        "test_loss": cell["test_loss"], "best_step": cell["best_step"] if trained else None})
     result = provenance(args) | {
         "domains": args.domains, "ratio": args.ratio, "seeds": args.seeds, "row_order": rows_wanted,
         "metric": "exp(-test loss): per-token probability on the domain's held-out test documents",
@@ -227,7 +202,7 @@ def main() -> None:
     if args.patience is not None:
         result["budget"] = {"meaning": "step of the best validation loss (patience " f"{args.patience}, every {finetune_config.eval_every} steps)",
                             "rows": mean_std([r for r in records if r["best_step"] is not None], "best_step", ("row", "domain"))}
-    if extra:
+    if any(m != "cloze" for m in args.metrics):
         result["task_metrics"] = task_metrics(cells, rows_wanted)
     rows = result["rows"]
     targets = {}

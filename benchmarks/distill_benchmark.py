@@ -5,8 +5,8 @@ after 30% pruning, and how much batching speeds up the teacher. Writes benchmark
     python benchmarks/distill_benchmark.py                  # math and code, 3 seeds
     python benchmarks/distill_benchmark.py --seeds 0 --steps 60    # a quick look
     python benchmarks/distill_benchmark.py --model smollm2-135m --pool-per-domain 1000 --seeds 0 \
-        --teacher-modes continue rewrite --methods lora full --steps 600 --eval-every 25 --patience 3 \
-        --metrics cloze gsm8k humaneval mbpp
+        --teacher-modes continue rewrite --methods lora full --steps 600 --eval-every 25 --patience 3 --test-docs 120 \
+        --metrics cloze gsm8k math500 humaneval mbpp --metric-limit 50
 
 Per domain: the curated set (top M under the default SAE selector from 10 seeds) is split into
 prompt and response; the unpruned model regenerates every response greedily; the filter keeps
@@ -24,12 +24,12 @@ of rows. --patience N stops an arm when validation loss has not improved for N e
 validation loss per arm is the recovery budget the model needs (`budget`). Settings not given
 (method, learning rate, batch) are the model's fine-tuning defaults (`pipeline.default_config`).
 Generation speed: batched teacher generation against one prompt at a time, side by side, same prompts.
+Every arm is a cell of benchmarks/recovery_cells.py, which the ablation shares when its flags match.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import sys
@@ -49,31 +49,21 @@ from finescope_nb.artifacts import write_json_atomic  # noqa: E402
 from finescope_nb.basemodel import hardware  # noqa: E402
 from finescope_nb.config import EvalConfig  # noqa: E402
 from finescope_nb.curate.workspace import curate_domain  # noqa: E402
-from finescope_nb.distill import keep_rate_curve, prepare, run_arm, split_examples  # noqa: E402
-from finescope_nb.evaluate import domain_loss, evaluate, heldout_sequences, retained, retained_table  # noqa: E402
+from finescope_nb.distill import keep_rate_curve, prepare, split_examples  # noqa: E402
+from finescope_nb.evaluate import heldout_sequences, retained, retained_table  # noqa: E402
 from finescope_nb.generate import continue_texts  # noqa: E402
-from finescope_nb.hashing import text_digest  # noqa: E402
 from finescope_nb.lm import model_identity  # noqa: E402
-from finescope_nb.prune import prune, sample_texts  # noqa: E402
-from benchmarks.common import (add_model_args, provenance, result_path, resumable, run_config, set_threads, step_path,  # noqa: E402
-                               workspace)
+from benchmarks.common import add_model_args, provenance, result_path, run_config, set_threads, workspace  # noqa: E402
+from benchmarks.recovery_cells import Pruner, Scoring, recovery_cell, teacher_checkpoint  # noqa: E402
 
 ARMS = ("self_distill", "plain", "random", "none")
 
 
-def task_metrics(model, tokenizer, metrics, domain: str, limit: int | None):
-    """The --metrics that cover `domain`, one row per metric and group (empty when none covers it)."""
-    from finescope_nb.evaluate.registry import METRICS
-
-    names = [m for m in metrics if domain in METRICS[m].domains]
-    return evaluate(model, tokenizer, metrics=names, domains=[domain], limit=limit) if names else None
-
-
-def retained_metrics(base, frame) -> dict:
+def retained_metrics(base: list[dict], row: list[dict]) -> dict:
     """Per metric/group: the row's score, the unpruned one, whether that is above chance, and retained there."""
-    if base is None:
+    if not base:
         return {}
-    both = pd.concat([base.assign(model="base"), frame.assign(model="row")])
+    both = pd.concat([pd.DataFrame(base).assign(model="base"), pd.DataFrame(row).assign(model="row")])
     table = retained_table(both, model="row", base="base")
     return {f"{r.metric}/{r.group}": {"score": float(r.row), "base": float(r.base), "above_chance": bool(r.above_chance),
                                       "retained": None if r.retained != r.retained else float(r.retained)}
@@ -138,32 +128,26 @@ def main() -> None:
     model, tokenizer, pool = ws.model, ws.tokenizer, ws.pool
     val = heldout_sequences(tokenizer, EvalConfig(split="validation", domains=tuple(args.domains), max_docs_per_domain=args.eval_docs))
     test = heldout_sequences(tokenizer, EvalConfig(split="test", domains=tuple(args.domains), max_docs_per_domain=args.test_docs))
-    base_test = {d: domain_loss(model, tokenizer, test[d]) for d in args.domains}
-    base_metrics = {d: task_metrics(model, tokenizer, args.metrics, d, args.metric_limit) for d in args.domains}
+    scoring = Scoring(test, val, args.test_docs, args.eval_docs, tuple(args.metrics), args.metric_limit)
+    identity = model_identity(model)
+    base = {d: recovery_cell(model, tokenizer, identity, d, 0, scoring) for d in args.domains}
+    pruner = Pruner(model, tokenizer, defaults.prune.replace(ratio=args.ratio))
 
     rows, keep, curves, histories = [], {}, {}, {}
-    identity = model_identity(model)
-    pool_digest = text_digest(pool["id"], length=64)  # the random arm samples the pool
     for domain in args.domains:
         curated = curate_domain(ws, domain, args.m, draw="random")  # seed for seed the draw its recorded results used
-        curated_digest = text_digest(curated["text"], length=64)
         data = {}
         for mode in args.teacher_modes:
             start = time.perf_counter()
-            teacher_key = {"model": identity, "curated": curated_digest, "mode": mode}
             data[mode] = prepare(model, tokenizer, curated, None, domain, threshold=args.threshold, progress=False, mode=mode,
-                                 checkpoint=step_path("distill-teacher", teacher_key))  # responses kept as they come
+                                 checkpoint=teacher_checkpoint(identity, curated, mode))  # responses kept as they come
             keep.setdefault(mode, {})[domain] = data[mode].keep_rate
             curves.setdefault(mode, {})[domain] = keep_rate_curve(data[mode].agreement).round(3).to_dict("list")
             print(f"{domain}: teacher ({mode}) regenerated {len(data[mode].examples)} responses in {time.perf_counter() - start:.0f} s, "
                   f"keep rate {data[mode].keep_rate:.2f} at threshold {args.threshold}", flush=True)
         for seed in args.seeds:
-            random_examples = split_examples(pool.sample(len(curated), random_state=seed), tokenizer)
-            prune_config = defaults.prune.replace(ratio=args.ratio, seed=seed)
-            # pruned on first use: a resumed run whose rows for this seed are all kept never prunes
-            pruned = functools.cache(lambda: prune(model, tokenizer, sample_texts(curated["text"], prune_config.calibration_docs, seed),
-                                                   prune_config, progress=False)[0])
-
+            calibration = pruner.texts(curated["text"], seed)
+            random_pairs = split_examples(pool.sample(len(curated), random_state=seed), tokenizer)
             for method in methods:
                 runs = [("self_distill", mode) for mode in args.teacher_modes] + \
                        [(arm, args.teacher_modes[0]) for arm in ARMS if arm != "self_distill"]
@@ -171,32 +155,16 @@ def main() -> None:
                     if arm == "none" and method != methods[0]:
                         continue  # not trained: the same model whatever the method
                     name = row_name(arm, mode, args.teacher_modes, method, methods)
-                    config = finetune_config.replace(seed=seed, method=method, teacher_mode=mode)
-                    key = {"model": identity, "domain": domain, "curated": curated_digest, "pool": pool_digest, "seed": seed, "arm": arm,
-                           "name": name, "finetune": config.to_dict(), "prune": prune_config.to_dict(),
-                           "threshold": args.threshold, "metrics": args.metrics, "metric_limit": args.metric_limit,
-                           "eval_docs": args.eval_docs, "test_docs": args.test_docs}
-
-                    def step():
-                        data[mode].random_examples = random_examples
-                        start = time.perf_counter()
-                        recovered, history = run_arm(pruned(), tokenizer, data[mode], arm, config, teacher=model,
-                                                     evaluate=lambda m: domain_loss(m, tokenizer, val[domain]),
-                                                     progress=False, checkpoint=step_path("distill", key, ".pt"))
-                        loss = domain_loss(recovered, tokenizer, test[domain])
-                        frame = task_metrics(recovered, tokenizer, args.metrics, domain, args.metric_limit)
-                        evaluated = history.dropna(subset=["val_loss"])
-                        best_step = int(evaluated.loc[evaluated["val_loss"].astype(float).idxmin(), "step"]) if len(evaluated) else 0
-                        row = {"domain": domain, "seed": seed, "arm": name, "test_loss": float(loss),
-                               "retained": float(retained(loss, base_test[domain])), "best_step": best_step,
-                               "steps_run": int(history["step"].max()) if len(history) else 0,
-                               "metrics": retained_metrics(base_metrics[domain], frame) if frame is not None else {},
-                               "seconds": time.perf_counter() - start}
-                        return {"row": row, "history": history.to_dict("list")}
-
-                    done = resumable("distill", key, step)  # each arm kept as it finishes; its training resumes mid-run
-                    rows.append(done["row"])
-                    histories[f"{domain}/{seed}/{name}"] = done["history"]
+                    data[mode].random_examples = random_pairs
+                    cell = recovery_cell(model, tokenizer, identity, domain, seed, scoring, pruner=pruner, calibration=calibration,
+                                         pairs=None if arm == "none" else data[mode].pairs(arm),
+                                         finetune_config=finetune_config.replace(method=method, teacher_mode=mode),
+                                         with_teacher=arm == "self_distill")  # each kept as it finishes; training resumes mid-run
+                    rows.append({"domain": domain, "seed": seed, "arm": name, "test_loss": cell["test_loss"],
+                                 "retained": float(retained(cell["test_loss"], base[domain]["test_loss"])),
+                                 "best_step": cell["best_step"], "steps_run": cell["steps_run"],
+                                 "metrics": retained_metrics(base[domain]["metrics"], cell["metrics"]), "seconds": cell["seconds"]})
+                    histories[f"{domain}/{seed}/{name}"] = cell["history"]
                     print(f"  seed {seed} {name:28s} test loss {rows[-1]['test_loss']:.3f} retained {rows[-1]['retained']:.3f} "
                           f"best step {rows[-1]['best_step']} ({rows[-1]['seconds']:.0f} s) "
                           f"{ {k: round(c['score'], 3) for k, c in rows[-1]['metrics'].items()} }", flush=True)
@@ -228,7 +196,7 @@ def main() -> None:
         "generation_tokens_per_s_batched": speed["generation_tokens_per_s_batched"],
         "generation_speedup_batched": speed["generation_speedup_batched"],
         "details": {"finetune": finetune_config.to_dict(), "threshold": args.threshold, "curated_m": args.m,
-                    "unpruned_test_loss": base_test, "rows": rows, "keep_rate_curve": curves, "speed": speed,
+                    "unpruned_test_loss": {d: cell["test_loss"] for d, cell in base.items()}, "rows": rows, "keep_rate_curve": curves, "speed": speed,
                     "metric_limit": args.metric_limit, "histories": histories}}
     targets = {}
     for d in args.domains:

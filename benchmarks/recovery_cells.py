@@ -1,0 +1,128 @@
+"""One recovered (or untouched) model scored once, whichever benchmark asks for it first.
+
+The recovery benchmark (distill_benchmark.py) and the ablation (ablation_benchmark.py) train many of
+the same models: FineScope in each teacher mode, plain fine-tuning on the curated text, fine-tuning
+on a random pool sample, the pruned model untrained. On a real model each is tens of minutes of
+fine-tuning, so both keep their cells here, keyed by content: the pruning config and the digest of
+its calibration texts, the digest of the prompt/response pairs trained on, whether the teacher's
+distributions were matched, the fine-tuning config, and what the cell was scored on. Two benchmarks
+that ask for the same model with the same evaluation settings (--test-docs, --eval-docs,
+--metrics, --metric-limit) get one training run between them; anything else that differs is a
+different key, so a cell is never reused for a model it does not describe.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+from finescope_nb.config import FinetuneConfig, PruneConfig
+from finescope_nb.distill import finetune
+from finescope_nb.evaluate import domain_loss, evaluate
+from finescope_nb.evaluate.registry import METRICS
+from finescope_nb.hashing import text_digest
+from finescope_nb.prune import prune, sample_texts
+from benchmarks.common import resumable, step_path
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """What every cell of one benchmark run is scored on: test (and, for early stopping, validation)
+    token sequences per domain, described by `test_docs` / `val_docs` for the key, and the metrics
+    (cloze on all of the domain's items, the others on at most `metric_limit` per group)."""
+
+    test: dict
+    val: dict | None
+    test_docs: int
+    val_docs: int | None
+    metrics: tuple[str, ...]
+    metric_limit: int
+
+    def key(self) -> dict:
+        return {"test_docs": self.test_docs, "val_docs": self.val_docs, "metrics": sorted(self.metrics),
+                "metric_limit": self.metric_limit}
+
+
+class Pruner:
+    """The pruned model per calibration text list, pruned on first use (a resumed run whose cells are all
+    kept never prunes), and the key that names it. Only the current seed's models are held, so memory
+    stays at a few pruned models however many seeds a run has."""
+
+    def __init__(self, model, tokenizer, config: PruneConfig):
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+        self._done: dict[str, object] = {}
+        self._seed: int | None = None
+
+    def texts(self, source: Sequence[str], seed: int) -> list[str]:
+        return sample_texts(list(source), self.config.calibration_docs, seed)
+
+    def key(self, texts: Sequence[str], seed: int) -> dict:
+        return {"config": self.config.replace(seed=seed).to_dict(), "calibration": text_digest(texts, length=64)}
+
+    def __call__(self, texts: Sequence[str], seed: int):
+        if seed != self._seed:
+            self._done.clear()
+            self._seed = seed
+        digest = text_digest(texts, length=64)
+        if digest not in self._done:
+            self._done[digest] = prune(self.model, self.tokenizer, texts, self.config.replace(seed=seed), progress=False)[0]
+        return self._done[digest]
+
+
+def task_frame(model, tokenizer, domain: str, metrics: Sequence[str], limit: int) -> list[dict]:
+    """The metrics that cover `domain` as records (metric, group, n, score, chance): cloze on every item, the others on
+    at most `limit` per group."""
+    covering = [m for m in metrics if domain in METRICS[m].domains]
+    frames = []
+    if "cloze" in covering:
+        frames.append(evaluate(model, tokenizer, metrics=["cloze"], domains=[domain], limit=None))
+    others = [m for m in covering if m != "cloze"]
+    if others:
+        frames.append(evaluate(model, tokenizer, metrics=others, domains=[domain], limit=limit))
+    return [{"metric": r.metric, "group": r.group, "n": int(r.n), "score": float(r.score), "chance": float(r.chance)}
+            for frame in frames for r in frame.itertuples()]
+
+
+def recovery_cell(model, tokenizer, identity: str, domain: str, seed: int, scoring: Scoring, *,
+                  pruner: Pruner | None = None, calibration: Sequence[str] | None = None,
+                  pairs: tuple[Sequence[str], Sequence[str]] | None = None, finetune_config: FinetuneConfig | None = None,
+                  with_teacher: bool = False) -> dict:
+    """The scored cell of one model: `model` itself, or pruned by `pruner` on `calibration`, then fine-tuned on
+    `pairs` (prompts, responses) with `finetune_config`, matching the unpruned model's distributions when `with_teacher`.
+
+    Returns test_loss, best_step (step of the best validation loss, 0 untrained), steps_run, history, metrics
+    (records of `task_frame`) and seconds; kept under runs/benchmark-steps/recovery/, the fine-tuning checkpointed
+    mid-run beside it."""
+    scored = scoring.key() | ({} if pairs is not None else {"val_docs": None})  # validation only steers training
+    key = {"model": identity, "domain": domain, "seed": None if pruner is None and pairs is None else seed, "scoring": scored,
+           "prune": None if pruner is None else pruner.key(calibration, seed),
+           "pairs": None if pairs is None else text_digest([*pairs[0], "\x01", *pairs[1]], length=64), "finetune": None if pairs is None else finetune_config.replace(seed=seed).to_dict(),
+           "teacher": with_teacher}
+
+    def compute() -> dict:
+        start = time.perf_counter()
+        student = model if pruner is None else pruner(calibration, seed)
+        history = {"step": [], "train_loss": [], "val_loss": []}
+        best_step = steps_run = 0
+        if pairs is not None:
+            prompts, responses = pairs
+            val = scoring.val[domain] if scoring.val is not None else None
+            student, frame = finetune(student, tokenizer, prompts, responses, finetune_config.replace(seed=seed), progress=False,
+                                      evaluate=None if val is None else (lambda m: domain_loss(m, tokenizer, val)),
+                                      checkpoint=step_path("recovery", key, ".pt"), teacher=model if with_teacher else None)
+            evaluated = frame.dropna(subset=["val_loss"])
+            best_step = int(evaluated.loc[evaluated["val_loss"].astype(float).idxmin(), "step"]) if len(evaluated) else 0
+            steps_run = int(frame["step"].max()) if len(frame) else 0
+            history = frame.to_dict("list")
+        return {"test_loss": float(domain_loss(student, tokenizer, scoring.test[domain])), "best_step": best_step,
+                "steps_run": steps_run, "history": history,
+                "metrics": task_frame(student, tokenizer, domain, scoring.metrics, scoring.metric_limit),
+                "seconds": time.perf_counter() - start}
+
+    return resumable("recovery", key, compute)
+
+
+def teacher_checkpoint(identity: str, curated, mode: str):
+    """Where the unpruned model's greedy responses to a curated set are kept as they come, shared by both benchmarks."""
+    return step_path("distill-teacher", {"model": identity, "curated": text_digest(curated["text"], length=64), "mode": mode})

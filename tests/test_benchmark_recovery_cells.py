@@ -1,0 +1,59 @@
+"""benchmarks/recovery_cells.py: the recovery and ablation benchmarks train each model once between them,
+and never take a cell for a model it does not describe."""
+
+from benchmarks import common, recovery_cells
+from benchmarks.recovery_cells import Pruner, Scoring, recovery_cell
+from finescope_nb.config import FinetuneConfig, PruneConfig
+from tests import tiny_models
+
+
+def _setup(tmp_path, monkeypatch):
+    monkeypatch.setattr(common.paths, "DEFAULT_RUNS_DIR", tmp_path)
+    model, tok = tiny_models.llama(), tiny_models.tokenizer()
+    texts = tiny_models.texts(8)
+    scoring = Scoring({"math": [tok(t)["input_ids"] for t in texts[:4]]}, None, 4, None, (), 10)
+    calls = {"finetune": 0, "prune": 0}
+    finetune, prune = recovery_cells.finetune, recovery_cells.prune
+
+    def counted(name, real):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(recovery_cells, "finetune", counted("finetune", finetune))
+    monkeypatch.setattr(recovery_cells, "prune", counted("prune", prune))
+    pruner = Pruner(model, tok, PruneConfig(ratio=0.1, criterion="taylor", first_layer=0, calibration_docs=2, max_length=32, batch_size=2))
+    return model, tok, texts, scoring, calls, pruner
+
+
+def test_the_same_model_is_trained_once_and_a_different_one_is_not_taken_for_it(tmp_path, monkeypatch):
+    model, tok, texts, scoring, calls, pruner = _setup(tmp_path, monkeypatch)
+    config = FinetuneConfig(method="full", steps=2, eval_every=2, batch_size=2, max_length=32)
+
+    def cell(pairs, seed=0, config=config, teacher=False):
+        return recovery_cell(model, tok, "tiny", "math", seed, scoring, pruner=pruner, calibration=pruner.texts(texts, seed),
+                             pairs=pairs, finetune_config=config, with_teacher=teacher)
+
+    pairs = (texts[:4], texts[4:])
+    first = cell(pairs)
+    assert cell(pairs) == first and calls["finetune"] == 1  # asked again (by the other benchmark): read back
+    assert first["steps_run"] == 2 and first["test_loss"] > 0
+    for other in (lambda: cell((texts[:4], texts[:4])),           # other training pairs
+                  lambda: cell(pairs, seed=1),                     # another calibration seed
+                  lambda: cell(pairs, config=config.replace(lr=1e-3)),
+                  lambda: cell(pairs, teacher=True)):              # matching the teacher's distributions
+        before = calls["finetune"]
+        other()
+        assert calls["finetune"] == before + 1
+    assert len(list((tmp_path / "benchmark-steps" / "recovery").glob("*.json"))) == 5
+
+
+def test_untrained_cells_and_pruned_models_are_shared_where_nothing_differs(tmp_path, monkeypatch):
+    model, tok, texts, scoring, calls, pruner = _setup(tmp_path, monkeypatch)
+    # the unpruned model does not depend on the seed: one cell for every seed
+    assert recovery_cell(model, tok, "tiny", "math", 0, scoring) == recovery_cell(model, tok, "tiny", "math", 3, scoring)
+    pruned = [recovery_cell(model, tok, "tiny", "math", seed, scoring, pruner=pruner, calibration=pruner.texts(texts, seed))
+              for seed in (0, 0, 1)]
+    assert pruned[0] == pruned[1] and calls["prune"] == 2  # each seed's pruned model pruned once
+    assert len(list((tmp_path / "benchmark-steps" / "recovery").glob("*.json"))) == 3
