@@ -147,13 +147,14 @@ def main() -> None:
         curated = curate_domain(ws, domain, args.m, draw="random")  # seed for seed the draw its recorded results used
         teacher: dict = {}
         for seed in args.seeds:
+            pruner.release()
 
             def pairs(data: str):
                 if data.startswith("distilled"):
                     mode = "rewrite" if data == "distilled-rewrite" else "continue"
                     sampled = args.teacher_temperature is not None
                     if (mode, seed if sampled else None) not in teacher:  # greedy responses are the same for every seed
-                        how = {"do_sample": True, "temperature": args.teacher_temperature, "seed": seed} if sampled else \
+                        how = {"do_sample": True, "temperature": args.teacher_temperature or 1.0, "seed": seed} if sampled else \
                             {"checkpoint": teacher_checkpoint(identity, curated, mode)}  # shared with the recovery benchmark
                         teacher[mode, seed if sampled else None] = prepare(model, tokenizer, curated, None, domain, progress=False,
                                                                            mode=mode, **how)

@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.2)
     parser.add_argument("--teacher-modes", nargs="+", default=["continue"], choices=["continue", "rewrite"])
     parser.add_argument("--metrics", nargs="*", default=[], help="task metrics beside test loss (e.g. cloze gsm8k humaneval)")
-    parser.add_argument("--metric-limit", type=int, default=100, help="items per metric group")
+    parser.add_argument("--metric-limit", type=int, default=100, help="items per metric group (cloze: all)")
     parser.add_argument("--eval-docs", type=int, default=30, help="validation documents per domain for the curves")
     parser.add_argument("--test-docs", type=int, default=80)
     parser.add_argument("--speed-prompts", type=int, default=32, help="prompts of the generation speed comparison")
@@ -146,8 +146,12 @@ def main() -> None:
             print(f"{domain}: teacher ({mode}) regenerated {len(data[mode].examples)} responses in {time.perf_counter() - start:.0f} s, "
                   f"keep rate {data[mode].keep_rate:.2f} at threshold {args.threshold}", flush=True)
         for seed in args.seeds:
+            pruner.release()
             calibration = pruner.texts(curated["text"], seed)
-            random_pairs = split_examples(pool.sample(len(curated), random_state=seed), tokenizer)
+            random_examples = split_examples(pool.sample(len(curated), random_state=seed), tokenizer)
+            trained_on = {"none": lambda mode: None,
+                          "random": lambda mode: ([e.prompt for e in random_examples], [e.response for e in random_examples]),
+                          "plain": lambda mode: data[mode].pairs("plain"), "self_distill": lambda mode: data[mode].pairs("self_distill")}
             for method in methods:
                 runs = [("self_distill", mode) for mode in args.teacher_modes] + \
                        [(arm, args.teacher_modes[0]) for arm in ARMS if arm != "self_distill"]
@@ -155,9 +159,8 @@ def main() -> None:
                     if arm == "none" and method != methods[0]:
                         continue  # not trained: the same model whatever the method
                     name = row_name(arm, mode, args.teacher_modes, method, methods)
-                    data[mode].random_examples = random_pairs
                     cell = recovery_cell(model, tokenizer, identity, domain, seed, scoring, pruner=pruner, calibration=calibration,
-                                         pairs=None if arm == "none" else data[mode].pairs(arm),
+                                         pairs=trained_on[arm](mode),
                                          finetune_config=finetune_config.replace(method=method, teacher_mode=mode),
                                          with_teacher=arm == "self_distill")  # each kept as it finishes; training resumes mid-run
                     rows.append({"domain": domain, "seed": seed, "arm": name, "test_loss": cell["test_loss"],

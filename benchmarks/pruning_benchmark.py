@@ -162,6 +162,8 @@ def main() -> None:
     parser.add_argument("--scope", default=None, help="default: the model's pruning default")
     parser.add_argument("--channel-multiples", nargs="*", type=int, default=[],
                         help="also measure the speed at --speed-ratio with kept MLP channels rounded to each multiple")
+    parser.add_argument("--channel-multiple", type=int, default=None,
+                        help="prune every arm at this channel multiple (default: the sweep's fastest, else the model's default)")
     parser.add_argument("--speed-only", action="store_true",
                         help="only re-measure the speedups (on a quiet machine) and update them in the result file")
     parser.add_argument("--rounds", type=int, default=5)
@@ -174,9 +176,20 @@ def main() -> None:
     ws = workspace(args)
     model, tokenizer, pool = ws.model, ws.tokenizer, ws.pool
     scores = speed_scores(ws, args, base)
-    sweep = channel_sweep(model, scores, base.replace(ratio=args.speed_ratio), args.channel_multiples, args.rounds) \
-        if args.channel_multiples else None
-    if sweep is not None:  # every arm keeps MLP widths rounded to the multiple that ran fastest, whatever it costs in exact budget
+    sweep = None
+    if args.channel_multiples:
+        def measure():
+            return channel_sweep(model, scores, base.replace(ratio=args.speed_ratio), args.channel_multiples, args.rounds)
+        # kept, so that a resumed run prunes its remaining arms at the multiple its first run chose (timings are noisy);
+        # --speed-only measures afresh
+        sweep_key = {"model": model_identity(model), "prune": base.replace(ratio=args.speed_ratio).to_dict(), "domain": args.domains[0],
+                     "m": args.m, "seed": args.seeds[0], "multiples": args.channel_multiples, "rounds": args.rounds}
+        sweep = measure() if args.speed_only else resumable("pruning-sweep", sweep_key, measure)
+    if args.channel_multiple is not None:
+        base = base.replace(channel_multiple=args.channel_multiple)
+    elif args.speed_only:  # the speed-up of the model whose perplexities the file holds
+        base = base.replace(channel_multiple=json.loads(out_path.read_text())["details"]["prune"]["channel_multiple"])
+    elif sweep is not None:  # every arm keeps MLP widths rounded to the multiple that ran fastest, whatever it costs in exact budget
         base = base.replace(channel_multiple=sweep["fastest_blocks"])
     # measured again, not read off the sweep: the fastest of several noisy timings overstates its own speed-up
     plan = plan_pruning(model, scores, base.replace(ratio=args.speed_ratio))

@@ -25,6 +25,8 @@ from finescope_nb.hashing import text_digest
 from finescope_nb.prune import prune, sample_texts
 from benchmarks.common import resumable, step_path
 
+DEFAULT_FINETUNE = FinetuneConfig()
+
 
 @dataclass(frozen=True)
 class Scoring:
@@ -39,20 +41,25 @@ class Scoring:
     metrics: tuple[str, ...]
     metric_limit: int
 
-    def key(self) -> dict:
-        return {"test_docs": self.test_docs, "val_docs": self.val_docs, "metrics": sorted(self.metrics),
-                "metric_limit": self.metric_limit}
+    def key(self, domain: str, trained: bool) -> dict:
+        """Only what can change this domain's scores: the metrics that cover it, the limit where a metric reads it,
+        and the validation set where a model was trained against it."""
+        covering = sorted(m for m in self.metrics if domain in METRICS[m].domains)
+        return {"test_docs": self.test_docs, "val_docs": self.val_docs if trained else None, "metrics": covering,
+                "metric_limit": self.metric_limit if any(m != "cloze" for m in covering) else None}
 
 
 class Pruner:
     """The pruned model per calibration text list, pruned on first use (a resumed run whose cells are all
-    kept never prunes), and the key that names it. Only the current seed's models are held, so memory
-    stays at a few pruned models however many seeds a run has."""
+    kept never prunes), and the key that names it. A benchmark calls `release()` as it moves to the next
+    seed or domain, so memory holds only the pruned models that are still to be trained."""
 
     def __init__(self, model, tokenizer, config: PruneConfig):
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self._done: dict[str, object] = {}
-        self._seed: int | None = None
+
+    def release(self) -> None:
+        self._done.clear()
 
     def texts(self, source: Sequence[str], seed: int) -> list[str]:
         return sample_texts(list(source), self.config.calibration_docs, seed)
@@ -61,10 +68,7 @@ class Pruner:
         return {"config": self.config.replace(seed=seed).to_dict(), "calibration": text_digest(texts, length=64)}
 
     def __call__(self, texts: Sequence[str], seed: int):
-        if seed != self._seed:
-            self._done.clear()
-            self._seed = seed
-        digest = text_digest(texts, length=64)
+        digest = text_digest([seed, *texts], length=64)
         if digest not in self._done:
             self._done[digest] = prune(self.model, self.tokenizer, texts, self.config.replace(seed=seed), progress=False)[0]
         return self._done[digest]
@@ -94,11 +98,16 @@ def recovery_cell(model, tokenizer, identity: str, domain: str, seed: int, scori
     Returns test_loss, best_step (step of the best validation loss, 0 untrained), steps_run, history, metrics
     (records of `task_frame`) and seconds; kept under runs/benchmark-steps/recovery/, the fine-tuning checkpointed
     mid-run beside it."""
-    scored = scoring.key() | ({} if pairs is not None else {"val_docs": None})  # validation only steers training
-    key = {"model": identity, "domain": domain, "seed": None if pruner is None and pairs is None else seed, "scoring": scored,
+    if pairs is not None:  # settings training does not read are left at their defaults, so they cannot split a shared cell
+        unread = {"teacher_mode": DEFAULT_FINETUNE.teacher_mode}  # the responses it chose are in the pairs
+        if not with_teacher:
+            unread["kd_weight"] = DEFAULT_FINETUNE.kd_weight
+        finetune_config = finetune_config.replace(seed=seed, **unread)
+    key = {"model": identity, "domain": domain, "seed": None if pruner is None and pairs is None else seed,
+           "scoring": scoring.key(domain, trained=pairs is not None),
            "prune": None if pruner is None else pruner.key(calibration, seed),
-           "pairs": None if pairs is None else text_digest([*pairs[0], "\x01", *pairs[1]], length=64), "finetune": None if pairs is None else finetune_config.replace(seed=seed).to_dict(),
-           "teacher": with_teacher}
+           "pairs": None if pairs is None else text_digest([*pairs[0], "\x01", *pairs[1]], length=64),
+           "finetune": None if pairs is None else finetune_config.to_dict(), "teacher": with_teacher}
 
     def compute() -> dict:
         start = time.perf_counter()
@@ -108,7 +117,7 @@ def recovery_cell(model, tokenizer, identity: str, domain: str, seed: int, scori
         if pairs is not None:
             prompts, responses = pairs
             val = scoring.val[domain] if scoring.val is not None else None
-            student, frame = finetune(student, tokenizer, prompts, responses, finetune_config.replace(seed=seed), progress=False,
+            student, frame = finetune(student, tokenizer, prompts, responses, finetune_config, progress=False,
                                       evaluate=None if val is None else (lambda m: domain_loss(m, tokenizer, val)),
                                       checkpoint=step_path("recovery", key, ".pt"), teacher=model if with_teacher else None)
             evaluated = frame.dropna(subset=["val_loss"])

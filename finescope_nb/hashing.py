@@ -1,8 +1,9 @@
 """One way to name a collection of texts by its content.
 
-Caches across the kit (pool codes, SAE training sets, held-out files, curated pools, benchmark
-steps) are keyed by what they were computed from. They all hash the same way, the strings joined by
-NUL (which no text or id holds), so two places that key on the same texts agree on the key.
+Caches across the kit (SAE training sets, held-out files, curated pools, benchmark steps) are keyed
+by what they were computed from. Those that key on a list of texts hash it the same way, the strings
+joined by NUL (which no text or id holds), so two places that key on the same texts agree on the key.
+(The pool codes' folder name joins ids by newlines, as it always has, so existing caches keep their names.)
 """
 
 from __future__ import annotations

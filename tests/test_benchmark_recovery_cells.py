@@ -38,6 +38,8 @@ def test_the_same_model_is_trained_once_and_a_different_one_is_not_taken_for_it(
     pairs = (texts[:4], texts[4:])
     first = cell(pairs)
     assert cell(pairs) == first and calls["finetune"] == 1  # asked again (by the other benchmark): read back
+    # settings training does not read without a teacher (the ablation sets them on every row) do not split the cell
+    assert cell(pairs, config=config.replace(kd_weight=0.5, teacher_mode="rewrite")) == first and calls["finetune"] == 1
     assert first["steps_run"] == 2 and first["test_loss"] > 0
     for other in (lambda: cell((texts[:4], texts[:4])),           # other training pairs
                   lambda: cell(pairs, seed=1),                     # another calibration seed
