@@ -5,7 +5,7 @@ benchmarks/results/ablation.json (results/<model>/ablation.json for --model).
     python benchmarks/ablation_benchmark.py --domains math --seeds 0   # one column, one seed
     python benchmarks/ablation_benchmark.py --model smollm2-135m --pool-per-domain 1000 --seeds 0 \
         --teacher-modes continue rewrite --steps 600 --eval-every 25 --patience 3 --test-docs 120 \
-        --metrics cloze gsm8k math500 humaneval mbpp --metric-limit 50
+        --metrics cloze gsm8k humaneval mbpp --metric-limit 50
 
 Every row starts from the same embedded model and, where it is pruned, the same 30% budget with
 Taylor importance (calibration drawn by the seed). Fine-tuning rows train for the same steps with

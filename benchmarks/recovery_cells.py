@@ -13,10 +13,15 @@ different key, so a cell is never reused for a model it does not describe.
 
 from __future__ import annotations
 
+import copy
+import json
 import time
 from dataclasses import dataclass
 from typing import Sequence
 
+import torch
+
+from finescope_nb.artifacts import atomic_path, write_json_atomic
 from finescope_nb.config import FinetuneConfig, PruneConfig
 from finescope_nb.distill import finetune
 from finescope_nb.evaluate import domain_loss, evaluate
@@ -96,8 +101,7 @@ def recovery_cell(model, tokenizer, identity: str, domain: str, seed: int, scori
     `pairs` (prompts, responses) with `finetune_config`, matching the unpruned model's distributions when `with_teacher`.
 
     Returns test_loss, best_step (step of the best validation loss, 0 untrained), steps_run, history, metrics
-    (records of `task_frame`) and seconds; kept under runs/benchmark-steps/recovery/, the fine-tuning checkpointed
-    mid-run beside it."""
+    (records of `task_frame`) and seconds; kept under runs/benchmark-steps/recovery/."""
     if pairs is not None:  # settings training does not read are left at their defaults, so they cannot split a shared cell
         unread = {"teacher_mode": DEFAULT_FINETUNE.teacher_mode}  # the responses it chose are in the pairs
         if not with_teacher:
@@ -112,24 +116,38 @@ def recovery_cell(model, tokenizer, identity: str, domain: str, seed: int, scori
     def compute() -> dict:
         start = time.perf_counter()
         student = model if pruner is None else pruner(calibration, seed)
-        history = {"step": [], "train_loss": [], "val_loss": []}
-        best_step = steps_run = 0
+        training = {"history": {"step": [], "train_loss": [], "val_loss": []}, "best_step": 0, "steps_run": 0}
         if pairs is not None:
-            prompts, responses = pairs
+            # the trained weights are kept apart from the scores: asking for other metrics scores them again, never retrains
+            train_key = {k: v for k, v in key.items() if k != "scoring"} | {"val_docs": key["scoring"]["val_docs"]}
             val = scoring.val[domain] if scoring.val is not None else None
-            student, frame = finetune(student, tokenizer, prompts, responses, finetune_config, progress=False,
-                                      evaluate=None if val is None else (lambda m: domain_loss(m, tokenizer, val)),
-                                      checkpoint=step_path("recovery", key, ".pt"), teacher=model if with_teacher else None)
-            evaluated = frame.dropna(subset=["val_loss"])
-            best_step = int(evaluated.loc[evaluated["val_loss"].astype(float).idxmin(), "step"]) if len(evaluated) else 0
-            steps_run = int(frame["step"].max()) if len(frame) else 0
-            history = frame.to_dict("list")
-        return {"test_loss": float(domain_loss(student, tokenizer, scoring.test[domain])), "best_step": best_step,
-                "steps_run": steps_run, "history": history,
+            student, training = _trained(model, tokenizer, student, pairs, finetune_config, with_teacher, val, train_key)
+        return {"test_loss": float(domain_loss(student, tokenizer, scoring.test[domain])), **training,
                 "metrics": task_frame(student, tokenizer, domain, scoring.metrics, scoring.metric_limit),
                 "seconds": time.perf_counter() - start}
 
     return resumable("recovery", key, compute)
+
+
+def _trained(model, tokenizer, student, pairs, config: FinetuneConfig, with_teacher: bool, val, train_key: dict):
+    """`student` fine-tuned on `pairs`, and its training record (history, best_step, steps_run): trained once per
+    `train_key`, its weights kept under runs/benchmark-steps/recovery-model/ (its fine-tuning checkpointed mid-run)."""
+    weights, record = step_path("recovery-model", train_key, ".pt"), step_path("recovery-model", train_key)
+    if weights.is_file() and record.is_file():
+        trained = copy.deepcopy(student)
+        trained.load_state_dict(torch.load(weights, weights_only=True))
+        return trained.eval(), json.loads(record.read_text())
+    prompts, responses = pairs
+    trained, frame = finetune(student, tokenizer, prompts, responses, config, progress=False,
+                              evaluate=None if val is None else (lambda m: domain_loss(m, tokenizer, val)),
+                              checkpoint=step_path("recovery-model", train_key, ".ckpt"), teacher=model if with_teacher else None)
+    evaluated = frame.dropna(subset=["val_loss"])
+    training = {"history": frame.to_dict("list"), "steps_run": int(frame["step"].max()) if len(frame) else 0,
+                "best_step": int(evaluated.loc[evaluated["val_loss"].astype(float).idxmin(), "step"]) if len(evaluated) else 0}
+    with atomic_path(weights) as tmp:
+        torch.save(trained.state_dict(), tmp)
+    write_json_atomic(record, training)
+    return trained, json.loads(record.read_text())  # read back, so a first run and a resumed one see the same values
 
 
 def teacher_checkpoint(identity: str, curated, mode: str):

@@ -41,6 +41,12 @@ def test_the_same_model_is_trained_once_and_a_different_one_is_not_taken_for_it(
     # settings training does not read without a teacher (the ablation sets them on every row) do not split the cell
     assert cell(pairs, config=config.replace(kd_weight=0.5, teacher_mode="rewrite")) == first and calls["finetune"] == 1
     assert first["steps_run"] == 2 and first["test_loss"] > 0
+    # scored under another key (here the same documents, labelled differently): a new cell from the kept weights, which
+    # score exactly as the trained model did, and no second training
+    relabelled = Scoring(scoring.test, None, 5, None, (), 10)
+    rescored = recovery_cell(model, tok, "tiny", "math", 0, relabelled, pruner=pruner, calibration=pruner.texts(texts, 0),
+                             pairs=pairs, finetune_config=config)
+    assert calls["finetune"] == 1 and rescored["history"] == first["history"] and rescored["test_loss"] == first["test_loss"]
     for other in (lambda: cell((texts[:4], texts[:4])),           # other training pairs
                   lambda: cell(pairs, seed=1),                     # another calibration seed
                   lambda: cell(pairs, config=config.replace(lr=1e-3)),
@@ -48,7 +54,8 @@ def test_the_same_model_is_trained_once_and_a_different_one_is_not_taken_for_it(
         before = calls["finetune"]
         other()
         assert calls["finetune"] == before + 1
-    assert len(list((tmp_path / "benchmark-steps" / "recovery").glob("*.json"))) == 5
+    assert len(list((tmp_path / "benchmark-steps" / "recovery").glob("*.json"))) == 6
+    assert len(list((tmp_path / "benchmark-steps" / "recovery-model").glob("*.pt"))) == 5  # one set of weights per trained model
 
 
 def test_untrained_cells_and_pruned_models_are_shared_where_nothing_differs(tmp_path, monkeypatch):
