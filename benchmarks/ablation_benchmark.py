@@ -153,13 +153,12 @@ def main() -> None:
                 if data.startswith("distilled"):
                     mode = "rewrite" if data == "distilled-rewrite" else "continue"
                     sampled = args.teacher_temperature is not None
-                    if (mode, seed if sampled else None) not in teacher:  # greedy responses are the same for every seed
+                    slot = (mode, seed if sampled else None)  # greedy responses are the same for every seed
+                    if slot not in teacher:
                         how = {"do_sample": True, "temperature": args.teacher_temperature or 1.0, "seed": seed} if sampled else \
                             {"checkpoint": teacher_checkpoint(identity, curated, mode)}  # shared with the recovery benchmark
-                        teacher[mode, seed if sampled else None] = prepare(model, tokenizer, curated, None, domain, progress=False,
-                                                                           mode=mode, **how)
-                    d = teacher[mode, seed if sampled else None]
-                    return [e.prompt for e in d.examples], d.responses
+                        teacher[slot] = prepare(model, tokenizer, curated, None, domain, progress=False, mode=mode, **how)
+                    return [e.prompt for e in teacher[slot].examples], teacher[slot].responses
                 records = {"curated": curated, "random": pool.sample(len(curated), random_state=seed),
                            "pool": pool.sample(min(len(pool), args.steps * finetune_config.batch_size), random_state=seed)}[data]
                 examples = split_examples(records, tokenizer)
@@ -168,12 +167,11 @@ def main() -> None:
             for row in rows_wanted:
                 calibration, data = RECIPES[row]
                 source = None if calibration is None else curated["text"] if calibration == "curated" else pool["text"]
-                mode = "rewrite" if data == "distilled-rewrite" else "continue"
                 cell = recovery_cell(model, tokenizer, identity, domain, seed, scoring,
                                      pruner=None if source is None else pruner,
                                      calibration=None if source is None else pruner.texts(source, seed),
                                      pairs=None if data is None else pairs(data),
-                                     finetune_config=finetune_config.replace(kd_weight=kd_weight, teacher_mode=mode),
+                                     finetune_config=finetune_config.replace(kd_weight=kd_weight),
                                      with_teacher=data is not None and data.startswith("distilled"))
                 cells[domain, row, seed] = cell
                 found = {f"{r['metric']}/{r['group']}": r for r in cell["metrics"]}

@@ -149,9 +149,7 @@ def main() -> None:
             pruner.release()
             calibration = pruner.texts(curated["text"], seed)
             random_examples = split_examples(pool.sample(len(curated), random_state=seed), tokenizer)
-            trained_on = {"none": lambda mode: None,
-                          "random": lambda mode: ([e.prompt for e in random_examples], [e.response for e in random_examples]),
-                          "plain": lambda mode: data[mode].pairs("plain"), "self_distill": lambda mode: data[mode].pairs("self_distill")}
+            random_pairs = [e.prompt for e in random_examples], [e.response for e in random_examples]
             for method in methods:
                 runs = [("self_distill", mode) for mode in args.teacher_modes] + \
                        [(arm, args.teacher_modes[0]) for arm in ARMS if arm != "self_distill"]
@@ -160,8 +158,8 @@ def main() -> None:
                         continue  # not trained: the same model whatever the method
                     name = row_name(arm, mode, args.teacher_modes, method, methods)
                     cell = recovery_cell(model, tokenizer, identity, domain, seed, scoring, pruner=pruner, calibration=calibration,
-                                         pairs=trained_on[arm](mode),
-                                         finetune_config=finetune_config.replace(method=method, teacher_mode=mode),
+                                         pairs=None if arm == "none" else random_pairs if arm == "random" else data[mode].pairs(arm),
+                                         finetune_config=finetune_config.replace(method=method),
                                          with_teacher=arm == "self_distill")  # each kept as it finishes; training resumes mid-run
                     rows.append({"domain": domain, "seed": seed, "arm": name, "test_loss": cell["test_loss"],
                                  "retained": float(retained(cell["test_loss"], base[domain]["test_loss"])),

@@ -169,6 +169,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     out_path = result_path(args, "pruning.json")
+    recorded = json.loads(out_path.read_text()) if args.speed_only else None  # the file --speed-only updates
     set_threads()
 
     base = run_config(args.model).prune
@@ -188,7 +189,7 @@ def main() -> None:
     if args.channel_multiple is not None:
         base = base.replace(channel_multiple=args.channel_multiple)
     elif args.speed_only:  # the speed-up of the model whose perplexities the file holds
-        base = base.replace(channel_multiple=json.loads(out_path.read_text())["details"]["prune"]["channel_multiple"])
+        base = base.replace(channel_multiple=recorded["details"]["prune"]["channel_multiple"])
     elif sweep is not None:  # every arm keeps MLP widths rounded to the multiple that ran fastest, whatever it costs in exact budget
         base = base.replace(channel_multiple=sweep["fastest_blocks"])
     # measured again, not read off the sweep: the fastest of several noisy timings overstates its own speed-up
@@ -197,7 +198,7 @@ def main() -> None:
     summary = speed_summary(speed)
     print({k: round(v, 3) for k, v in summary.items()}, flush=True)
     if args.speed_only:
-        result = json.loads(out_path.read_text())
+        result = recorded
         result.update(summary)
         result["details"]["speed"] = speed | {"rounds": args.rounds, "hardware": hardware()}
         if sweep is not None:
