@@ -48,7 +48,7 @@ import pandas as pd  # noqa: E402
 
 from finescope_nb.artifacts import write_json_atomic  # noqa: E402
 from finescope_nb.basemodel import hardware  # noqa: E402
-from finescope_nb.config import EvalConfig  # noqa: E402
+from finescope_nb.config import EvalConfig, FinetuneConfig  # noqa: E402
 from finescope_nb.curate.workspace import curate_domain  # noqa: E402
 from finescope_nb.distill import keep_rate_curve, prepare, split_examples  # noqa: E402
 from finescope_nb.evaluate import heldout_sequences, retained, retained_table  # noqa: E402
@@ -80,6 +80,14 @@ def row_name(arm: str, mode: str, modes, method: str, methods) -> str:
 def arm_runs(arms, modes) -> list[tuple[str, str]]:
     """(arm, teacher mode) per row, in ARMS order: self_distill once per mode, every other arm with the first mode."""
     return [(arm, mode) for arm in ARMS if arm in arms for mode in (modes if arm == "self_distill" else modes[:1])]
+
+
+def method_configs(shared: FinetuneConfig, methods, lrs) -> dict[str, FinetuneConfig]:
+    """Each method's fine-tuning config: one learning rate for all, one per method in order, or (None) the model's."""
+    lrs = lrs or [shared.lr]
+    if len(lrs) not in (1, len(methods)):
+        raise ValueError(f"--lr takes one learning rate, or one per method ({' '.join(methods)}); it got {len(lrs)}.")
+    return {method: shared.replace(method=method, lr=lr) for method, lr in zip(methods, lrs * len(methods) if len(lrs) == 1 else lrs)}
 
 
 def generation_speed(model, tokenizer, prompts, new_tokens: int = 32, batch_size: int = 16) -> dict:
@@ -114,7 +122,8 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=None, help="validation loss every this many steps (default: steps / 3)")
     parser.add_argument("--patience", type=int, default=None, help="stop after this many evaluations without improvement")
     parser.add_argument("--methods", nargs="+", default=None, help="lora and/or full (default: the model's fine-tuning method)")
-    parser.add_argument("--lr", type=float, default=None, help="default: the model's fine-tuning default")
+    parser.add_argument("--lr", nargs="+", type=float, default=None,
+                        help="one learning rate for every method, or one per --methods in order (default: the model's)")
     parser.add_argument("--threshold", type=float, default=0.2)
     parser.add_argument("--teacher-modes", nargs="+", default=["continue"], choices=["continue", "rewrite"])
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS,
@@ -130,8 +139,11 @@ def main() -> None:
 
     defaults = run_config(args.model)
     methods = args.methods or [defaults.finetune.method]
-    finetune_config = defaults.finetune.replace(steps=args.steps, eval_every=args.eval_every or max(args.steps // 3, 1),
-                                                patience=args.patience, **({"lr": args.lr} if args.lr is not None else {}))
+    shared = defaults.finetune.replace(steps=args.steps, eval_every=args.eval_every or max(args.steps // 3, 1), patience=args.patience)
+    try:
+        finetune_configs = method_configs(shared, methods, args.lr)
+    except ValueError as error:
+        parser.error(str(error))
     ws = workspace(args)
     model, tokenizer, pool = ws.model, ws.tokenizer, ws.pool
     val = heldout_sequences(tokenizer, EvalConfig(split="validation", domains=tuple(args.domains), max_docs_per_domain=args.eval_docs))
@@ -165,7 +177,7 @@ def main() -> None:
                     name = row_name(arm, mode, args.teacher_modes, method, methods)
                     cell = recovery_cell(model, tokenizer, identity, domain, seed, scoring, pruner=pruner, calibration=calibration,
                                          pairs=None if arm == "none" else random_pairs if arm == "random" else data[mode].pairs(arm),
-                                         finetune_config=finetune_config.replace(method=method),
+                                         finetune_config=finetune_configs[method],
                                          with_teacher=arm == "self_distill")  # each kept as it finishes; training resumes mid-run
                     rows.append({"domain": domain, "seed": seed, "arm": name, "test_loss": cell["test_loss"],
                                  "retained": float(retained(cell["test_loss"], base[domain]["test_loss"])),
@@ -202,7 +214,7 @@ def main() -> None:
         "task_metrics": task_table,
         "generation_tokens_per_s_batched": speed["generation_tokens_per_s_batched"],
         "generation_speedup_batched": speed["generation_speedup_batched"],
-        "details": {"finetune": finetune_config.to_dict(), "threshold": args.threshold, "curated_m": args.m,
+        "details": {"finetune": {m: c.to_dict() for m, c in finetune_configs.items()}, "threshold": args.threshold, "curated_m": args.m,
                     "unpruned_test_loss": {d: cell["test_loss"] for d, cell in base.items()}, "rows": rows, "keep_rate_curve": curves, "speed": speed,
                     "metric_limit": args.metric_limit, "histories": histories}}
     targets = {}

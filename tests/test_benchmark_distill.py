@@ -1,6 +1,9 @@
 """The recovery benchmark's rows: which arm runs with which teacher mode, and under what name."""
 
-from benchmarks.distill_benchmark import arm_runs, row_name
+import pytest
+
+from benchmarks.distill_benchmark import arm_runs, method_configs, row_name
+from finescope_nb.config import FinetuneConfig
 
 
 def test_every_arm_runs_once_and_self_distill_once_per_teacher_mode():
@@ -18,3 +21,14 @@ def test_rows_are_named_by_mode_and_method_beyond_the_first():
     assert row_name("self_distill", "continue", ["continue", "rewrite"], "lora", ["lora", "full"]) == "self_distill"
     assert row_name("self_distill", "rewrite", ["continue", "rewrite"], "full", ["lora", "full"]) == "self_distill (rewrite) [full]"
     assert row_name("plain", "continue", ["continue"], "full", ["lora", "full"]) == "plain [full]"
+
+
+def test_learning_rates_are_one_for_all_methods_or_one_per_method():
+    shared = FinetuneConfig(lr=1e-4, steps=5)
+    assert {m: c.lr for m, c in method_configs(shared, ["lora", "full"], None).items()} == {"lora": 1e-4, "full": 1e-4}
+    assert {m: c.lr for m, c in method_configs(shared, ["lora", "full"], [1e-3]).items()} == {"lora": 1e-3, "full": 1e-3}
+    configs = method_configs(shared, ["lora", "full"], [1e-3, 2e-5])
+    assert (configs["lora"].lr, configs["lora"].method, configs["full"].lr, configs["full"].method) == (1e-3, "lora", 2e-5, "full")
+    assert configs["full"].steps == 5
+    with pytest.raises(ValueError, match="one per method"):
+        method_configs(shared, ["lora", "full"], [1e-3, 1e-4, 1e-5])
