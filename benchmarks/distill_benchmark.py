@@ -5,7 +5,7 @@ after 30% pruning, and how much batching speeds up the teacher. Writes benchmark
     python benchmarks/distill_benchmark.py                  # math and code, 3 seeds
     python benchmarks/distill_benchmark.py --seeds 0 --steps 60    # a quick look
     python benchmarks/distill_benchmark.py --model smollm2-135m --pool-per-domain 1000 --seeds 0 \
-        --teacher-modes continue rewrite --methods lora full --lr 1e-3 1e-4 --steps 600 --eval-every 25 --patience 3 --test-docs 120 \
+        --teacher-modes continue rewrite --methods lora full --lr 1e-3 <full's rate> --steps 600 --eval-every 25 --patience 3 --test-docs 120 \
         --metrics cloze gsm8k humaneval mbpp --metric-limit 50
 
 Per domain: the curated set (top M under the default SAE selector from 10 seeds) is split into
@@ -23,7 +23,8 @@ of rows. --patience N stops an arm when validation loss has not improved for N e
 --eval-every steps) and keeps its best weights: with a generous --steps, the step of the best
 validation loss per arm is the recovery budget the model needs (`budget`). --arms runs some arms only (a pilot of
 one setting, e.g. --arms self_distill --lr 5e-4 --out FILE). Settings not given
-(method, learning rate, batch) are the model's fine-tuning defaults (`pipeline.default_config`).
+(method, learning rate, batch) are the model's fine-tuning defaults (`pipeline.default_config`);
+--steps and --eval-every are always the script's own.
 Generation speed: batched teacher generation against one prompt at a time, side by side, same prompts.
 Every arm is a cell of benchmarks/recovery_cells.py, which the ablation shares when its flags match.
 """
@@ -134,6 +135,8 @@ def main() -> None:
     parser.add_argument("--test-docs", type=int, default=80)
     parser.add_argument("--speed-prompts", type=int, default=32, help="prompts of the generation speed comparison")
     args = parser.parse_args()
+    if set(args.arms) != set(ARMS) and args.out is None:
+        parser.error("--arms with some of the arms writes a pilot; give it --out FILE, so distill.json keeps every arm.")
     out_path = result_path(args, "distill.json")
     set_threads()
 
@@ -207,7 +210,7 @@ def main() -> None:
         "hardware": hardware(), "domains": args.domains, "ratio": args.ratio, "seeds": args.seeds,
         "score": "loss: retained = exp(-test loss) / exp(-unpruned test loss), evaluate.retained",
         "retained": retained_table_, "keep_rate": keep[args.teacher_modes[0]], "keep_rate_by_mode": keep,
-        "teacher_modes": args.teacher_modes, "methods": methods,
+        "teacher_modes": args.teacher_modes, "methods": methods, "arms": [arm for arm in ARMS if arm in args.arms],
         "budget": {"meaning": "step of the best validation loss per arm, per seed" + ("" if args.patience else
                                                                                        " (no --patience: the run did not stop early)"),
                    "steps": budget},
