@@ -135,7 +135,8 @@ def main() -> None:
     parser.add_argument("--test-docs", type=int, default=80)
     parser.add_argument("--speed-prompts", type=int, default=32, help="prompts of the generation speed comparison")
     args = parser.parse_args()
-    if set(args.arms) != set(ARMS) and args.out is None:
+    arms = tuple(arm for arm in ARMS if arm in args.arms)  # in ARMS order, each once
+    if arms != ARMS and args.out is None:
         parser.error("--arms with some of the arms writes a pilot; give it --out FILE, so distill.json keeps every arm.")
     out_path = result_path(args, "distill.json")
     set_threads()
@@ -174,7 +175,7 @@ def main() -> None:
             random_examples = split_examples(pool.sample(len(curated), random_state=seed), tokenizer)
             random_pairs = [e.prompt for e in random_examples], [e.response for e in random_examples]
             for method in methods:
-                for arm, mode in arm_runs(args.arms, args.teacher_modes):
+                for arm, mode in arm_runs(arms, args.teacher_modes):
                     if arm == "none" and method != methods[0]:
                         continue  # not trained: the same model whatever the method
                     name = row_name(arm, mode, args.teacher_modes, method, methods)
@@ -210,7 +211,7 @@ def main() -> None:
         "hardware": hardware(), "domains": args.domains, "ratio": args.ratio, "seeds": args.seeds,
         "score": "loss: retained = exp(-test loss) / exp(-unpruned test loss), evaluate.retained",
         "retained": retained_table_, "keep_rate": keep[args.teacher_modes[0]], "keep_rate_by_mode": keep,
-        "teacher_modes": args.teacher_modes, "methods": methods, "arms": [arm for arm in ARMS if arm in args.arms],
+        "teacher_modes": args.teacher_modes, "methods": methods, "arms": list(arms),
         "budget": {"meaning": "step of the best validation loss per arm, per seed" + ("" if args.patience else
                                                                                        " (no --patience: the run did not stop early)"),
                    "steps": budget},
@@ -221,13 +222,11 @@ def main() -> None:
                     "unpruned_test_loss": {d: cell["test_loss"] for d, cell in base.items()}, "rows": rows, "keep_rate_curve": curves, "speed": speed,
                     "metric_limit": args.metric_limit, "histories": histories}}
     targets = {}
-    for d in args.domains:
-        if "self_distill" not in retained_table_:
-            continue
+    for d in args.domains if "self_distill" in arms else ():
         sd = retained_table_["self_distill"][d]["mean"]
         targets[f"{d}: self_distill retained >= 0.9"] = sd >= 0.9
         for other in ("plain", "random"):
-            if other in retained_table_:
+            if other in arms:
                 targets[f"{d}: self_distill > {other}"] = sd > retained_table_[other][d]["mean"]
     targets["batched generation >= 3x"] = speed["generation_speedup_batched"] >= 3
     result["targets_met"] = targets
