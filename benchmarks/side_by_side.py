@@ -64,7 +64,8 @@ def _speed(d: dict) -> str:
 
 def _retained(d: dict) -> str:
     cells = d["retained"]["finescope"]
-    return " / ".join(f"{cells[k]['mean']:.3f}" for k in ("math", "code")) + f" ({cells['math']['n']} seeds)"
+    n = cells["math"]["n"]
+    return " / ".join(f"{cells[k]['mean']:.3f}" for k in ("math", "code")) + f" ({n} seed{'s' if n != 1 else ''})"
 
 
 def _wall(d: dict) -> str:
