@@ -31,8 +31,8 @@ score is the one the targets are judged on. --metrics adds task metrics of `fine
 (gsm8k, math500, humaneval, mbpp...) per cell, each covering the domains it speaks to, under
 `task_metrics` with the unpruned model's score and whether it is above chance. Every cell is kept as it finishes
 (benchmarks/recovery_cells.py), so the table can be built across several runs, fine-tuning resumes mid-run, and a
-cell the recovery benchmark already computed with the same settings (the same --test-docs, --eval-docs, --patience,
---eval-every, --steps, --metrics and --metric-limit) is not trained again: `finescope` is its self_distill row,
+cell the recovery benchmark already computed with the same settings (the same --test-docs, --eval-docs,
+--heldout-pick, --patience, --eval-every, --steps, --metrics and --metric-limit) is not trained again: `finescope` is its self_distill row,
 `finescope-rewrite` its rewrite row, `pruned+curated` plain, `pruned+random` random and `pruned` none.
 """
 
@@ -57,13 +57,12 @@ import pandas as pd  # noqa: E402
 from benchmarks.stats import mean_std  # noqa: E402
 from finescope_nb.artifacts import write_json_atomic  # noqa: E402
 from finescope_nb.basemodel import hardware  # noqa: E402
-from finescope_nb.config import EvalConfig  # noqa: E402
 from finescope_nb.curate.workspace import curate_domain  # noqa: E402
 from finescope_nb.distill import prepare, split_examples  # noqa: E402
-from finescope_nb.evaluate import heldout_sequences, retained, retained_table  # noqa: E402
+from finescope_nb.evaluate import retained, retained_table  # noqa: E402
 from finescope_nb.lm import model_identity  # noqa: E402
 from benchmarks.common import add_model_args, provenance, result_path, run_config, set_threads, workspace  # noqa: E402
-from benchmarks.recovery_cells import Pruner, Scoring, recovery_cell, teacher_checkpoint  # noqa: E402
+from benchmarks.recovery_cells import Pruner, add_heldout_args, heldout_scoring, recovery_cell, teacher_checkpoint  # noqa: E402
 
 ROWS = ("unpruned", "pruned", "pruned+random", "pruned+pool", "pruned+curated", "finescope", "unpruned+curated",
         "finescope-generic-calibration", "finescope-rewrite")
@@ -121,6 +120,7 @@ def main() -> None:
     parser.add_argument("--metrics", nargs="*", default=["cloze"], help="task metrics beside test loss")
     parser.add_argument("--metric-limit", type=int, default=100, help="items per metric group (cloze: all)")
     parser.add_argument("--test-docs", type=int, default=120)
+    add_heldout_args(parser)
     parser.add_argument("--teacher-temperature", type=float, default=None, help="sample the teacher (default: greedy)")
     parser.add_argument("--kd-weight", type=float, default=None,
                         help="FineScope rows: share of the loss matching the teacher's distributions (default: the kit's)")
@@ -132,10 +132,8 @@ def main() -> None:
     ws = workspace(args, progress=False)
     model, tokenizer, pool = ws.model, ws.tokenizer, ws.pool
     finetune_config = defaults.finetune.replace(steps=args.steps, eval_every=args.eval_every or args.steps, patience=args.patience)
-    test = heldout_sequences(tokenizer, EvalConfig(split="test", domains=tuple(args.domains), max_docs_per_domain=args.test_docs))
-    val = heldout_sequences(tokenizer, EvalConfig(split="validation", domains=tuple(args.domains), max_docs_per_domain=args.eval_docs)) \
-        if args.patience is not None else None
-    scoring = Scoring(test, val, args.test_docs, args.eval_docs if val is not None else None, tuple(args.metrics), args.metric_limit)
+    scoring = heldout_scoring(tokenizer, args.domains, args.test_docs, args.eval_docs if args.patience is not None else None,
+                              args.metrics, args.metric_limit, args.heldout_pick)
     kd_weight = finetune_config.kd_weight if args.kd_weight is None else args.kd_weight
     identity = model_identity(model)
     pruner = Pruner(model, tokenizer, defaults.prune.replace(ratio=args.ratio))
@@ -182,7 +180,7 @@ def main() -> None:
     for (domain, row, seed), cell in cells.items():
         base = cells[domain, "unpruned", seed]
         cloze = [r["score"] for r in cell["metrics"] if r["metric"] == "cloze"]
-        trained = val is not None and RECIPES[row][1] is not None
+        trained = scoring.val is not None and RECIPES[row][1] is not None
         records.append({"row": row, "domain": domain, "seed": seed, "score": math.exp(-cell["test_loss"]),
                         "retained": retained(cell["test_loss"], base["test_loss"]), "cloze": cloze[0] if cloze else None,
                         "test_loss": cell["test_loss"], "best_step": cell["best_step"] if trained else None})
@@ -193,7 +191,8 @@ def main() -> None:
         "rows": mean_std(records, "score", ("row", "domain")),
         "retained": mean_std(records, "retained", ("row", "domain")),
         "hardware": hardware(),
-        "details": {"m": args.m, "steps": args.steps, "test_docs": args.test_docs, "finetune": finetune_config.to_dict(),
+        "details": {"m": args.m, "steps": args.steps, "test_docs": args.test_docs, "heldout_pick": args.heldout_pick,
+                    "finetune": finetune_config.to_dict(),
                     "teacher_temperature": args.teacher_temperature, "finescope_kd_weight": kd_weight, "cells": records},
     }
     if "cloze" in args.metrics:

@@ -6,7 +6,7 @@ after 30% pruning, and how much batching speeds up the teacher. Writes benchmark
     python benchmarks/distill_benchmark.py --seeds 0 --steps 60    # a quick look
     python benchmarks/distill_benchmark.py --model smollm2-135m --pool-per-domain 1000 --seeds 0 \
         --teacher-modes continue rewrite --methods lora full --lr 1e-3 <full's rate> --steps 600 --eval-every 25 --patience 3 --test-docs 120 \
-        --metrics cloze gsm8k humaneval mbpp --metric-limit 50
+        --metrics cloze gsm8k humaneval mbpp --metric-limit 50 --heldout-pick stratified
 
 Per domain: the curated set (top M under the default SAE selector from 10 seeds) is split into
 prompt and response; the unpruned model regenerates every response greedily; the filter keeps
@@ -25,6 +25,9 @@ validation loss per arm is the recovery budget the model needs (`budget`). --arm
 one setting, e.g. --arms self_distill --lr 5e-4 --out FILE). Settings not given
 (method, learning rate, batch) are the model's fine-tuning defaults (`pipeline.default_config`);
 --steps and --eval-every are always the script's own.
+--heldout-pick stratified scores (and early-stops) on each source's share of the held-out documents, drawn by seed 0,
+and records each arm's test loss per source: the splits are stored in blocks by source, so the first documents of
+a domain can be one kind only. The default, the first documents, keeps the earlier results reproducible.
 Generation speed: batched teacher generation against one prompt at a time, side by side, same prompts.
 Every arm is a cell of benchmarks/recovery_cells.py, which the ablation shares when its flags match.
 """
@@ -49,14 +52,14 @@ import pandas as pd  # noqa: E402
 
 from finescope_nb.artifacts import write_json_atomic  # noqa: E402
 from finescope_nb.basemodel import hardware  # noqa: E402
-from finescope_nb.config import EvalConfig, FinetuneConfig  # noqa: E402
+from finescope_nb.config import FinetuneConfig  # noqa: E402
 from finescope_nb.curate.workspace import curate_domain  # noqa: E402
 from finescope_nb.distill import keep_rate_curve, prepare, split_examples  # noqa: E402
-from finescope_nb.evaluate import heldout_sequences, retained, retained_table  # noqa: E402
+from finescope_nb.evaluate import retained, retained_table  # noqa: E402
 from finescope_nb.generate import continue_texts  # noqa: E402
 from finescope_nb.lm import model_identity  # noqa: E402
 from benchmarks.common import add_model_args, provenance, result_path, run_config, set_threads, workspace  # noqa: E402
-from benchmarks.recovery_cells import Pruner, Scoring, recovery_cell, teacher_checkpoint  # noqa: E402
+from benchmarks.recovery_cells import Pruner, add_heldout_args, heldout_scoring, recovery_cell, teacher_checkpoint  # noqa: E402
 
 ARMS = ("self_distill", "plain", "random", "none")
 
@@ -133,6 +136,7 @@ def main() -> None:
     parser.add_argument("--metric-limit", type=int, default=100, help="items per metric group (cloze: all)")
     parser.add_argument("--eval-docs", type=int, default=30, help="validation documents per domain for the curves")
     parser.add_argument("--test-docs", type=int, default=80)
+    add_heldout_args(parser)
     parser.add_argument("--speed-prompts", type=int, default=32, help="prompts of the generation speed comparison")
     args = parser.parse_args()
     arms = tuple(arm for arm in ARMS if arm in args.arms)  # in ARMS order, each once
@@ -150,9 +154,7 @@ def main() -> None:
         parser.error(str(error))
     ws = workspace(args)
     model, tokenizer, pool = ws.model, ws.tokenizer, ws.pool
-    val = heldout_sequences(tokenizer, EvalConfig(split="validation", domains=tuple(args.domains), max_docs_per_domain=args.eval_docs))
-    test = heldout_sequences(tokenizer, EvalConfig(split="test", domains=tuple(args.domains), max_docs_per_domain=args.test_docs))
-    scoring = Scoring(test, val, args.test_docs, args.eval_docs, tuple(args.metrics), args.metric_limit)
+    scoring = heldout_scoring(tokenizer, args.domains, args.test_docs, args.eval_docs, args.metrics, args.metric_limit, args.heldout_pick)
     identity = model_identity(model)
     base = {d: recovery_cell(model, tokenizer, identity, d, 0, scoring) for d in args.domains}
     pruner = Pruner(model, tokenizer, defaults.prune.replace(ratio=args.ratio))
@@ -184,13 +186,15 @@ def main() -> None:
                                          finetune_config=finetune_configs[method],
                                          with_teacher=arm == "self_distill")  # each kept as it finishes; training resumes mid-run
                     rows.append({"domain": domain, "seed": seed, "arm": name, "test_loss": cell["test_loss"],
+                                 "test_loss_by_source": cell.get("test_loss_by_source"),  # absent from cells kept before it existed
                                  "retained": float(retained(cell["test_loss"], base[domain]["test_loss"])),
                                  "best_step": cell["best_step"], "steps_run": cell["steps_run"],
                                  "metrics": retained_metrics(base[domain]["metrics"], cell["metrics"]), "seconds": cell["seconds"]})
                     histories[f"{domain}/{seed}/{name}"] = cell["history"]
                     print(f"  seed {seed} {name:28s} test loss {rows[-1]['test_loss']:.3f} retained {rows[-1]['retained']:.3f} "
                           f"best step {rows[-1]['best_step']} ({rows[-1]['seconds']:.0f} s) "
-                          f"{ {k: round(c['score'], 3) for k, c in rows[-1]['metrics'].items()} }", flush=True)
+                          f"{ {k: round(c['score'], 3) for k, c in rows[-1]['metrics'].items()} } "
+                          f"by source { {k: round(v, 3) for k, v in (rows[-1]['test_loss_by_source'] or {}).items()} }", flush=True)
 
     prompts = [e.prompt for e in split_examples(curate_domain(ws, args.domains[0], args.speed_prompts, draw="random"), tokenizer)]
     speed = generation_speed(model, tokenizer, prompts)
@@ -209,6 +213,7 @@ def main() -> None:
                             for key, cells in per_key.items()} for d, per_key in per.items()} for arm, per in task.items()}
     result = provenance(args) | {
         "hardware": hardware(), "domains": args.domains, "ratio": args.ratio, "seeds": args.seeds,
+        "heldout_pick": args.heldout_pick, "test_docs": args.test_docs, "eval_docs": args.eval_docs,
         "score": "loss: retained = exp(-test loss) / exp(-unpruned test loss), evaluate.retained",
         "retained": retained_table_, "keep_rate": keep[args.teacher_modes[0]], "keep_rate_by_mode": keep,
         "teacher_modes": args.teacher_modes, "methods": methods, "arms": list(arms),
@@ -219,7 +224,8 @@ def main() -> None:
         "generation_tokens_per_s_batched": speed["generation_tokens_per_s_batched"],
         "generation_speedup_batched": speed["generation_speedup_batched"],
         "details": {"finetune": {m: c.to_dict() for m, c in finetune_configs.items()}, "threshold": args.threshold, "curated_m": args.m,
-                    "unpruned_test_loss": {d: cell["test_loss"] for d, cell in base.items()}, "rows": rows, "keep_rate_curve": curves, "speed": speed,
+                    "unpruned_test_loss": {d: cell["test_loss"] for d, cell in base.items()},
+                    "unpruned_test_loss_by_source": {d: cell.get("test_loss_by_source") for d, cell in base.items()}, "rows": rows, "keep_rate_curve": curves, "speed": speed,
                     "metric_limit": args.metric_limit, "histories": histories}}
     targets = {}
     for d in args.domains if "self_distill" in arms else ():

@@ -22,9 +22,10 @@ from typing import Sequence
 import torch
 
 from finescope_nb.artifacts import atomic_path, write_json_atomic
-from finescope_nb.config import FinetuneConfig, PruneConfig
+from finescope_nb.config import EvalConfig, FinetuneConfig, PruneConfig
 from finescope_nb.distill import finetune
-from finescope_nb.evaluate import domain_loss, evaluate
+from finescope_nb.evaluate import (HELDOUT_PICKS, domain_loss, evaluate, heldout_documents, heldout_sequences, sequences_by_source,
+                                   tokenize_texts)
 from finescope_nb.evaluate.registry import METRICS
 from finescope_nb.hashing import text_digest
 from finescope_nb.prune import prune, sample_texts
@@ -36,8 +37,10 @@ DEFAULT_FINETUNE = FinetuneConfig()
 @dataclass(frozen=True)
 class Scoring:
     """What every cell of one benchmark run is scored on: test (and, for early stopping, validation)
-    token sequences per domain, described by `test_docs` / `val_docs` for the key, and the metrics
-    (cloze on all of the domain's items, the others on at most `metric_limit` per group)."""
+    token sequences per domain, described by `test_docs` / `val_docs` / `pick` (how the documents were
+    chosen, `evaluate.pick_documents`) for the key, and the metrics (cloze on all of the domain's items,
+    the others on at most `metric_limit` per group). `test_sources`, the same test documents per domain
+    grouped by source, adds a test loss per source to each cell."""
 
     test: dict
     val: dict | None
@@ -45,13 +48,38 @@ class Scoring:
     val_docs: int | None
     metrics: tuple[str, ...]
     metric_limit: int
+    pick: str = "first"
+    test_sources: dict | None = None
 
     def key(self, domain: str, trained: bool) -> dict:
         """Only what can change this domain's scores: the metrics that cover it, the limit where a metric reads it,
-        and the validation set where a model was trained against it."""
+        and the validation set where a model was trained against it. The pick is named only when it is not the
+        first documents, so cells kept before picks existed keep their keys."""
         covering = sorted(m for m in self.metrics if domain in METRICS[m].domains)
+        picked = {} if self.pick == "first" else {"pick": self.pick}
         return {"test_docs": self.test_docs, "val_docs": self.val_docs if trained else None, "metrics": covering,
-                "metric_limit": self.metric_limit if any(m != "cloze" for m in covering) else None}
+                "metric_limit": self.metric_limit if any(m != "cloze" for m in covering) else None} | picked
+
+
+def add_heldout_args(parser) -> None:
+    """--heldout-pick: which held-out documents score the cells (the first ones stay the default, so recorded
+    commands reproduce their results)."""
+    parser.add_argument("--heldout-pick", default="first", choices=HELDOUT_PICKS,
+                        help="first: the first --test-docs / --eval-docs documents per domain; stratified: each source's share, "
+                             "drawn by seed 0 (the splits are stored in blocks by source)")
+
+
+def heldout_scoring(tokenizer, domains: Sequence[str], test_docs: int, val_docs: int | None, metrics: Sequence[str],
+                    metric_limit: int, pick: str) -> Scoring:
+    """The Scoring of a benchmark run: `test_docs` test and (unless None) `val_docs` validation documents per domain,
+    chosen by `pick`, with the test documents' losses per source."""
+    test = heldout_documents(EvalConfig(split="test", domains=tuple(domains), max_docs_per_domain=test_docs), pick)
+    val = None if val_docs is None else heldout_sequences(
+        tokenizer, EvalConfig(split="validation", domains=tuple(domains), max_docs_per_domain=val_docs), pick)
+    max_length = EvalConfig().max_length
+    return Scoring({d: tokenize_texts(tokenizer, [r["text"] for r in rows], max_length) for d, rows in test.items()}, val,
+                   test_docs, val_docs, tuple(metrics), metric_limit, pick,
+                   {d: sequences_by_source(tokenizer, rows, max_length) for d, rows in test.items()})
 
 
 class Pruner:
@@ -100,7 +128,7 @@ def recovery_cell(model, tokenizer, identity: str, domain: str, seed: int, scori
     """The scored cell of one model: `model` itself, or pruned by `pruner` on `calibration`, then fine-tuned on
     `pairs` (prompts, responses) with `finetune_config`, matching the unpruned model's distributions when `with_teacher`.
 
-    Returns test_loss, best_step (step of the best validation loss, 0 untrained), steps_run, history, metrics
+    Returns test_loss (and test_loss_by_source where `scoring` has the sources), best_step (step of the best validation loss, 0 untrained), steps_run, history, metrics
     (records of `task_frame`) and seconds; kept under runs/benchmark-steps/recovery/."""
     if pairs is not None:  # settings training does not read are left at their defaults, so they cannot split a shared cell
         unread = {"teacher_mode": DEFAULT_FINETUNE.teacher_mode}  # the responses it chose are in the pairs
@@ -119,10 +147,13 @@ def recovery_cell(model, tokenizer, identity: str, domain: str, seed: int, scori
         training = {"history": {"step": [], "train_loss": [], "val_loss": []}, "best_step": 0, "steps_run": 0}
         if pairs is not None:
             # the trained weights are kept apart from the scores: asking for other metrics scores them again, never retrains
-            train_key = {k: v for k, v in key.items() if k != "scoring"} | {"val_docs": key["scoring"]["val_docs"]}
+            train_key = {k: v for k, v in key.items() if k != "scoring"} | {
+                k: v for k, v in key["scoring"].items() if k in ("val_docs", "pick")}
             val = scoring.val[domain] if scoring.val is not None else None
             student, training = _trained(model, tokenizer, student, pairs, finetune_config, with_teacher, val, train_key)
-        return {"test_loss": float(domain_loss(student, tokenizer, scoring.test[domain])), **training,
+        by_source = {} if scoring.test_sources is None else {"test_loss_by_source": {
+            source: float(domain_loss(student, tokenizer, seqs)) for source, seqs in scoring.test_sources[domain].items()}}
+        return {"test_loss": float(domain_loss(student, tokenizer, scoring.test[domain])), **by_source, **training,
                 "metrics": task_frame(student, tokenizer, domain, scoring.metrics, scoring.metric_limit),
                 "seconds": time.perf_counter() - start}
 

@@ -66,3 +66,22 @@ def test_untrained_cells_and_pruned_models_are_shared_where_nothing_differs(tmp_
               for seed in (0, 0, 1)]
     assert pruned[0] == pruned[1] and calls["prune"] == 2  # each seed's pruned model pruned once
     assert len(list((tmp_path / "benchmark-steps" / "recovery").glob("*.json"))) == 3
+
+
+def test_a_stratified_pick_is_its_own_cell_and_adds_the_test_loss_per_source(tmp_path, monkeypatch):
+    model, tok, texts, scoring, calls, pruner = _setup(tmp_path, monkeypatch)
+    config = FinetuneConfig(method="full", steps=2, eval_every=2, batch_size=2, max_length=32)
+    ids = [tok(t)["input_ids"] for t in texts[:4]]
+    first = Scoring({"math": ids}, {"math": ids[:2]}, 4, 2, (), 10)
+    stratified = Scoring({"math": ids}, {"math": ids[2:]}, 4, 2, (), 10, "stratified", {"math": {"a": ids[:1], "b": ids[1:]}})
+
+    def cell(scoring):
+        return recovery_cell(model, tok, "tiny", "math", 0, scoring, pruner=pruner, calibration=pruner.texts(texts, 0),
+                             pairs=(texts[:4], texts[4:]), finetune_config=config)
+
+    plain = cell(first)
+    assert "test_loss_by_source" not in plain
+    picked = cell(stratified)
+    assert calls["finetune"] == 2  # another validation set: trained again, never read back from the first pick's weights
+    by_source = picked["test_loss_by_source"]
+    assert set(by_source) == {"a", "b"} and min(by_source.values()) <= picked["test_loss"] <= max(by_source.values())

@@ -54,6 +54,34 @@ def test_heldout_split_and_domain_checks(tiny):
         heldout_sequences(tok, EvalConfig(domains=("poetry",)))
 
 
+def test_stratified_pick_gives_each_source_its_share_in_stored_order_and_is_seeded():
+    from finescope_nb.evaluate import pick_documents
+
+    rows = [{"id": i, "source": "a"} for i in range(60)] + [{"id": 60 + i, "source": "b"} for i in range(30)] \
+        + [{"id": 90 + i, "source": "c"} for i in range(10)]
+    assert [r["id"] for r in pick_documents(rows, 10)] == list(range(10))  # first: one source only
+    picked = pick_documents(rows, 10, "stratified", seed=0)
+    assert [r["source"] for r in picked] == ["a"] * 6 + ["b"] * 3 + ["c"]  # 60/30/10 of 10, in stored order
+    assert [r["id"] for r in picked] == sorted(r["id"] for r in picked)
+    assert pick_documents(rows, 10, "stratified", seed=0) == picked
+    assert pick_documents(rows, 10, "stratified", seed=1) != picked
+    assert len(pick_documents(rows, 7, "stratified")) == 7  # remainders fill the count exactly
+    assert pick_documents(rows, None, "stratified") == rows == pick_documents(rows, 500, "stratified")
+    with pytest.raises(FinescopeError, match="Unknown held-out pick 'middle'; choose one of first, stratified"):
+        pick_documents(rows, 10, "middle")
+
+
+def test_the_stratified_math_validation_pick_is_not_all_competition_problems():
+    """The embedded validation split opens math with competition problems only; the stratified pick mixes in the
+    templated ones in proportion (88 of 220 documents)."""
+    from finescope_nb.evaluate import heldout_documents
+
+    cfg = EvalConfig(split="validation", domains=("math",), max_docs_per_domain=30)
+    assert {r["source"] for r in heldout_documents(cfg)["math"]} == {"math_test"}
+    sources = [r["source"] for r in heldout_documents(cfg, "stratified")["math"]]
+    assert sources.count("mathematics_dataset") == 12 and sources.count("math_test") == 18
+
+
 # -- multiple choice, cloze and the metric registry --------------------------------------------------------
 
 

@@ -79,8 +79,35 @@ def unigram_nll(counts: Mapping[int, int], vocab_size: int, sequences: Sequence[
     return nll, n
 
 
-def heldout_sequences(tokenizer, cfg: EvalConfig) -> dict[str, list[list[int]]]:
-    """Tokenised held-out chunks per domain, the first `max_docs_per_domain` of each."""
+HELDOUT_PICKS = ("first", "stratified")
+
+
+def pick_documents(rows: Sequence[Mapping], n: int | None, pick: str = "first", seed: int = 0) -> list[Mapping]:
+    """`n` of `rows` (all when None), in their stored order.
+
+    "first" takes the first `n`. "stratified" takes from each `source` its share of `n` (largest remainder),
+    drawn by `seed`: the embedded splits are stored in blocks by source, so the first documents of a domain
+    can all come from one source (the first 30 math validation documents are all competition problems)."""
+    if pick not in HELDOUT_PICKS:
+        raise FinescopeError(f"Unknown held-out pick {pick!r}; choose one of {', '.join(HELDOUT_PICKS)}.")
+    if n is None or n >= len(rows):
+        return list(rows)
+    if pick == "first":
+        return list(rows[:n])
+    groups: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(str(row.get("source", "")), []).append(i)
+    shares = {s: n * len(idx) / len(rows) for s, idx in groups.items()}
+    quota = {s: int(v) for s, v in shares.items()}
+    for s in sorted(shares, key=lambda s: (quota[s] - shares[s], s))[: n - sum(quota.values())]:
+        quota[s] += 1  # largest remainders first; ties by name, so the pick does not depend on dict order
+    rng = np.random.default_rng(seed)
+    chosen = [i for s in sorted(groups) for i in rng.permutation(groups[s])[: quota[s]].tolist()]
+    return [rows[i] for i in sorted(chosen)]
+
+
+def heldout_documents(cfg: EvalConfig, pick: str = "first", seed: int = 0) -> dict[str, list[Mapping]]:
+    """The held-out records per domain (text, source, ...), `cfg.max_docs_per_domain` of each chosen by `pick`."""
     if cfg.split not in ("validation", "test"):
         raise FinescopeError(
             f"Perplexity is measured on held-out splits only, got split={cfg.split!r}; use 'validation' or 'test'."
@@ -91,11 +118,23 @@ def heldout_sequences(tokenizer, cfg: EvalConfig) -> dict[str, list[list[int]]]:
     out = {}
     for domain in cfg.domains:
         check_domain(domain)
-        texts = [r["text"] for r in data if r["domain"] == domain]
-        if cfg.max_docs_per_domain is not None:
-            texts = texts[: cfg.max_docs_per_domain]
-        out[domain] = tokenize_texts(tokenizer, texts, cfg.max_length)
+        out[domain] = pick_documents([r for r in data if r["domain"] == domain], cfg.max_docs_per_domain, pick, seed)
     return out
+
+
+def heldout_sequences(tokenizer, cfg: EvalConfig, pick: str = "first", seed: int = 0) -> dict[str, list[list[int]]]:
+    """Tokenised held-out chunks per domain, `cfg.max_docs_per_domain` of each (see `pick_documents`)."""
+    docs = heldout_documents(cfg, pick, seed)
+    return {domain: tokenize_texts(tokenizer, [r["text"] for r in rows], cfg.max_length) for domain, rows in docs.items()}
+
+
+def sequences_by_source(tokenizer, docs: Sequence[Mapping], max_length: int) -> dict[str, list[list[int]]]:
+    """Tokenised `docs` grouped by their `source`: one loss per source shows whether a change in a domain's loss
+    comes from all of it or from one kind of document."""
+    groups: dict[str, list[str]] = {}
+    for r in docs:
+        groups.setdefault(str(r.get("source", "")), []).append(r["text"])
+    return {s: tokenize_texts(tokenizer, texts, max_length) for s, texts in sorted(groups.items())}
 
 
 def domain_perplexity(model, tokenizer, cfg: EvalConfig = EvalConfig(),
