@@ -25,9 +25,10 @@ validation loss per arm is the recovery budget the model needs (`budget`). --arm
 one setting, e.g. --arms self_distill --lr 5e-4 --out FILE). Settings not given
 (method, learning rate, batch) are the model's fine-tuning defaults (`pipeline.default_config`);
 --steps and --eval-every are always the script's own.
---heldout-pick stratified scores (and early-stops) on each source's share of the held-out documents, drawn by seed 0,
-and records each arm's test loss per source: the splits are stored in blocks by source, so the first documents of
-a domain can be one kind only. The default, the first documents, keeps the earlier results reproducible.
+--heldout-pick stratified scores (and early-stops) on each source's share of the held-out documents, drawn by
+seed 0, and records each arm's test loss per source (`retained_by_source`): the splits are stored in blocks by
+source, so the first documents of a domain can be one kind only. The default, the first documents, keeps the
+earlier results reproducible.
 Generation speed: batched teacher generation against one prompt at a time, side by side, same prompts.
 Every arm is a cell of benchmarks/recovery_cells.py, which the ablation shares when its flags match.
 """
@@ -198,9 +199,14 @@ def main() -> None:
 
     prompts = [e.prompt for e in split_examples(curate_domain(ws, args.domains[0], args.speed_prompts, draw="random"), tokenizer)]
     speed = generation_speed(model, tokenizer, prompts)
-    by, budget, task = {}, {}, {}
+    by, by_source, budget, task = {}, {}, {}, {}
     for row in rows:
         by.setdefault(row["arm"], {}).setdefault(row["domain"], []).append(row["retained"])
+        base_sources = base[row["domain"]].get("test_loss_by_source") or {}
+        for source, loss in (row["test_loss_by_source"] or {}).items():
+            if source in base_sources:
+                by_source.setdefault(row["arm"], {}).setdefault(row["domain"], {}).setdefault(source, []).append(
+                    retained(loss, base_sources[source]))
         if row["steps_run"]:  # trained arms only
             budget.setdefault(row["arm"], {}).setdefault(row["domain"], []).append(row["best_step"])
         for key, cell in row["metrics"].items():
@@ -215,7 +221,10 @@ def main() -> None:
         "hardware": hardware(), "domains": args.domains, "ratio": args.ratio, "seeds": args.seeds,
         "heldout_pick": args.heldout_pick, "test_docs": args.test_docs, "eval_docs": args.eval_docs,
         "score": "loss: retained = exp(-test loss) / exp(-unpruned test loss), evaluate.retained",
-        "retained": retained_table_, "keep_rate": keep[args.teacher_modes[0]], "keep_rate_by_mode": keep,
+        "retained": retained_table_,
+        "retained_by_source": {arm: {d: {s: float(np.mean(v)) for s, v in per_s.items()} for d, per_s in per.items()}
+                               for arm, per in by_source.items()},
+        "keep_rate": keep[args.teacher_modes[0]], "keep_rate_by_mode": keep,
         "teacher_modes": args.teacher_modes, "methods": methods, "arms": list(arms),
         "budget": {"meaning": "step of the best validation loss per arm, per seed" + ("" if args.patience else
                                                                                        " (no --patience: the run did not stop early)"),

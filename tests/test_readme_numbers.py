@@ -1,6 +1,7 @@
 """The README's measured numbers are the recorded results': each is formatted from benchmarks/results here."""
 
 import json
+import math
 
 from finescope_nb.paths import REPO_ROOT
 
@@ -97,3 +98,20 @@ def test_gemma_fine_tuning_memory_matches_its_json():
     assert f"teacher and student loaded ({loading:.1f} GiB before training)" in README
     assert (f"from {gib['whole logits']:.1f} GiB to\n  {gib['sliced logits']:.1f} GiB, at "
             f"{bench['step_time_ratio_sliced_to_whole']:.2f}x the step time") in README
+
+
+def test_smollm2_math_recovery_numbers_match_its_distill_json():
+    """The stratified-pick recovery run: each arm's retained and FineScope's and plain's share per source."""
+    bench = json.loads((RESULTS / "smollm2-135m" / "distill.json").read_text())
+    assert bench["heldout_pick"] == "stratified"
+    text = " ".join(README.split())
+    r = {arm: bench["retained"][arm]["math"]["mean"] for arm in ("self_distill", "plain", "random", "none")}
+    assert (f"FineScope's arm retains {r['self_distill']:.3f} (target 0.9: not met), plain fine-tuning on the curated "
+            f"text {r['plain']:.3f}, a random pool sample {r['random']:.3f} and the untrained pruned model {r['none']:.3f}") in text
+    base = bench["details"]["unpruned_test_loss_by_source"]["math"]
+    share = {row["arm"]: {s: math.exp(base[s] - loss) for s, loss in row["test_loss_by_source"].items()}
+             for row in bench["details"]["rows"]}
+    assert (f"FineScope keeps the most of any arm ({share['self_distill']['math_test']:.3f}; plain "
+            f"{share['plain']['math_test']:.3f}, random {share['random']['math_test']:.3f})") in text
+    assert (f"({share['plain']['mathematics_dataset']:.2f} of the unpruned model's probability there, "
+            f"FineScope {share['self_distill']['mathematics_dataset']:.2f})") in text
