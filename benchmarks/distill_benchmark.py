@@ -234,7 +234,8 @@ def main() -> None:
         "generation_speedup_batched": speed["generation_speedup_batched"],
         "details": {"finetune": {m: c.to_dict() for m, c in finetune_configs.items()}, "threshold": args.threshold, "curated_m": args.m,
                     "unpruned_test_loss": {d: cell["test_loss"] for d, cell in base.items()},
-                    "unpruned_test_loss_by_source": {d: cell.get("test_loss_by_source") for d, cell in base.items()}, "rows": rows, "keep_rate_curve": curves, "speed": speed,
+                    "unpruned_test_loss_by_source": {d: cell.get("test_loss_by_source") for d, cell in base.items()},
+                    "rows": rows, "keep_rate_curve": curves, "speed": speed,
                     "metric_limit": args.metric_limit, "histories": histories}}
     targets = {}
     for d in args.domains if "self_distill" in arms else ():

@@ -24,8 +24,8 @@ import torch
 from finescope_nb.artifacts import atomic_path, write_json_atomic
 from finescope_nb.config import EvalConfig, FinetuneConfig, PruneConfig
 from finescope_nb.distill import finetune
-from finescope_nb.evaluate import (HELDOUT_PICKS, domain_loss, evaluate, heldout_documents, heldout_sequences, sequences_by_source,
-                                   tokenize_texts)
+from finescope_nb.evaluate import (HELDOUT_PICKS, domain_loss, evaluate, grouped_loss, heldout_documents, heldout_sequences,
+                                   sequences_by_source)
 from finescope_nb.evaluate.registry import METRICS
 from finescope_nb.hashing import text_digest
 from finescope_nb.prune import prune, sample_texts
@@ -36,11 +36,10 @@ DEFAULT_FINETUNE = FinetuneConfig()
 
 @dataclass(frozen=True)
 class Scoring:
-    """What every cell of one benchmark run is scored on: test (and, for early stopping, validation)
-    token sequences per domain, described by `test_docs` / `val_docs` / `pick` (how the documents were
-    chosen, `evaluate.pick_documents`) for the key, and the metrics (cloze on all of the domain's items,
-    the others on at most `metric_limit` per group). `test_sources`, the same test documents per domain
-    grouped by source, adds a test loss per source to each cell."""
+    """What every cell of one benchmark run is scored on: test token sequences per domain and source (each cell
+    gets a test loss and one per source from them), validation sequences per domain for early stopping, described
+    by `test_docs` / `val_docs` / `pick` (how the documents were chosen, `evaluate.pick_documents`) for the key,
+    and the metrics (cloze on all of the domain's items, the others on at most `metric_limit` per group)."""
 
     test: dict
     val: dict | None
@@ -49,7 +48,6 @@ class Scoring:
     metrics: tuple[str, ...]
     metric_limit: int
     pick: str = "first"
-    test_sources: dict | None = None
 
     def key(self, domain: str, trained: bool) -> dict:
         """Only what can change this domain's scores: the metrics that cover it, the limit where a metric reads it,
@@ -76,10 +74,8 @@ def heldout_scoring(tokenizer, domains: Sequence[str], test_docs: int, val_docs:
     test = heldout_documents(EvalConfig(split="test", domains=tuple(domains), max_docs_per_domain=test_docs), pick)
     val = None if val_docs is None else heldout_sequences(
         tokenizer, EvalConfig(split="validation", domains=tuple(domains), max_docs_per_domain=val_docs), pick)
-    max_length = EvalConfig().max_length
-    return Scoring({d: tokenize_texts(tokenizer, [r["text"] for r in rows], max_length) for d, rows in test.items()}, val,
-                   test_docs, val_docs, tuple(metrics), metric_limit, pick,
-                   {d: sequences_by_source(tokenizer, rows, max_length) for d, rows in test.items()})
+    return Scoring({d: sequences_by_source(tokenizer, rows, EvalConfig().max_length) for d, rows in test.items()}, val,
+                   test_docs, val_docs, tuple(metrics), metric_limit, pick)
 
 
 class Pruner:
@@ -128,8 +124,8 @@ def recovery_cell(model, tokenizer, identity: str, domain: str, seed: int, scori
     """The scored cell of one model: `model` itself, or pruned by `pruner` on `calibration`, then fine-tuned on
     `pairs` (prompts, responses) with `finetune_config`, matching the unpruned model's distributions when `with_teacher`.
 
-    Returns test_loss (and test_loss_by_source where `scoring` has the sources), best_step (step of the best validation loss, 0 untrained), steps_run, history, metrics
-    (records of `task_frame`) and seconds; kept under runs/benchmark-steps/recovery/."""
+    Returns test_loss, test_loss_by_source, best_step (step of the best validation loss, 0 untrained), steps_run,
+    history, metrics (records of `task_frame`) and seconds; kept under runs/benchmark-steps/recovery/."""
     if pairs is not None:  # settings training does not read are left at their defaults, so they cannot split a shared cell
         unread = {"teacher_mode": DEFAULT_FINETUNE.teacher_mode}  # the responses it chose are in the pairs
         if not with_teacher:
@@ -151,9 +147,8 @@ def recovery_cell(model, tokenizer, identity: str, domain: str, seed: int, scori
                 k: v for k, v in key["scoring"].items() if k in ("val_docs", "pick")}
             val = scoring.val[domain] if scoring.val is not None else None
             student, training = _trained(model, tokenizer, student, pairs, finetune_config, with_teacher, val, train_key)
-        by_source = {} if scoring.test_sources is None else {"test_loss_by_source": {
-            source: float(domain_loss(student, tokenizer, seqs)) for source, seqs in scoring.test_sources[domain].items()}}
-        return {"test_loss": float(domain_loss(student, tokenizer, scoring.test[domain])), **by_source, **training,
+        test_loss, by_source = grouped_loss(student, tokenizer, scoring.test[domain])
+        return {"test_loss": float(test_loss), "test_loss_by_source": by_source, **training,
                 "metrics": task_frame(student, tokenizer, domain, scoring.metrics, scoring.metric_limit),
                 "seconds": time.perf_counter() - start}
 

@@ -1,6 +1,8 @@
 """benchmarks/recovery_cells.py: the recovery and ablation benchmarks train each model once between them,
 and never take a cell for a model it does not describe."""
 
+import pytest
+
 from benchmarks import common, recovery_cells
 from benchmarks.recovery_cells import Pruner, Scoring, recovery_cell
 from finescope_nb.config import FinetuneConfig, PruneConfig
@@ -11,7 +13,7 @@ def _setup(tmp_path, monkeypatch):
     monkeypatch.setattr(common.paths, "DEFAULT_RUNS_DIR", tmp_path)
     model, tok = tiny_models.llama(), tiny_models.tokenizer()
     texts = tiny_models.texts(8)
-    scoring = Scoring({"math": [tok(t)["input_ids"] for t in texts[:4]]}, None, 4, None, (), 10)
+    scoring = Scoring({"math": {"toy": [tok(t)["input_ids"] for t in texts[:4]]}}, None, 4, None, (), 10)
     calls = {"finetune": 0, "prune": 0}
     finetune, prune = recovery_cells.finetune, recovery_cells.prune
 
@@ -68,20 +70,24 @@ def test_untrained_cells_and_pruned_models_are_shared_where_nothing_differs(tmp_
     assert len(list((tmp_path / "benchmark-steps" / "recovery").glob("*.json"))) == 3
 
 
-def test_a_stratified_pick_is_its_own_cell_and_adds_the_test_loss_per_source(tmp_path, monkeypatch):
+def test_a_stratified_pick_is_its_own_cell_and_the_test_loss_is_the_sources_losses_together(tmp_path, monkeypatch):
+    from finescope_nb.evaluate import domain_loss
+
     model, tok, texts, scoring, calls, pruner = _setup(tmp_path, monkeypatch)
     config = FinetuneConfig(method="full", steps=2, eval_every=2, batch_size=2, max_length=32)
     ids = [tok(t)["input_ids"] for t in texts[:4]]
-    first = Scoring({"math": ids}, {"math": ids[:2]}, 4, 2, (), 10)
-    stratified = Scoring({"math": ids}, {"math": ids[2:]}, 4, 2, (), 10, "stratified", {"math": {"a": ids[:1], "b": ids[1:]}})
+    first = Scoring({"math": {"a": ids[:1], "b": ids[1:]}}, {"math": ids[:2]}, 4, 2, (), 10)
+    stratified = Scoring({"math": {"a": ids[:1], "b": ids[1:]}}, {"math": ids[2:]}, 4, 2, (), 10, "stratified")
 
     def cell(scoring):
         return recovery_cell(model, tok, "tiny", "math", 0, scoring, pruner=pruner, calibration=pruner.texts(texts, 0),
                              pairs=(texts[:4], texts[4:]), finetune_config=config)
 
-    plain = cell(first)
-    assert "test_loss_by_source" not in plain
+    cell(first)
     picked = cell(stratified)
     assert calls["finetune"] == 2  # another validation set: trained again, never read back from the first pick's weights
     by_source = picked["test_loss_by_source"]
-    assert set(by_source) == {"a", "b"} and min(by_source.values()) <= picked["test_loss"] <= max(by_source.values())
+    assert set(by_source) == {"a", "b"} and min(by_source.values()) < picked["test_loss"] < max(by_source.values())
+    # the whole is what one pass over every test sequence gives (the untrained model: the same weights here)
+    untouched = recovery_cell(model, tok, "tiny", "math", 0, stratified)
+    assert untouched["test_loss"] == pytest.approx(domain_loss(model, tok, ids), rel=1e-5)

@@ -158,6 +158,16 @@ def domain_loss(model, tokenizer, sequences: Sequence[Sequence[int]], batch_size
     return nll / max(n, 1)
 
 
+def grouped_loss(model, tokenizer, groups: Mapping[str, Sequence[Sequence[int]]],
+                 batch_size: int = 8) -> tuple[float, dict[str, float]]:
+    """Mean next-token loss over all of `groups`' sequences and per group (e.g. per source), from one pass: the
+    whole is the groups' summed NLL over their summed tokens, as `domain_loss` of all the sequences would give."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    sums = {name: token_nll(model, seqs, batch_size, pad) for name, seqs in groups.items()}
+    total = sum(nll for nll, _ in sums.values()) / max(sum(n for _, n in sums.values()), 1)
+    return total, {name: nll / max(n, 1) for name, (nll, n) in sums.items()}
+
+
 def retained(loss: float, base_loss: float) -> float:
     """How much of the unpruned model's score a model keeps, the kit's one definition for loss metrics:
     exp(-loss) / exp(-base_loss), i.e. the ratio of per-token probabilities (geometric mean); 1.0 is
