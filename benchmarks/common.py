@@ -32,6 +32,9 @@ from finescope_nb.sae import SAEConfig
 from finescope_nb.sae.cache import cached_sae, default_sae_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# Kept steps committed to git (benchmarks/carry_steps.py copies them here): runs/ stays on the machine it was
+# written on, so a benchmark that spans sessions on fresh machines resumes from these.
+CARRIED_STEPS = Path(__file__).resolve().parent / "steps"
 
 
 def add_model_args(parser: argparse.ArgumentParser, pool: bool = True) -> None:
@@ -112,8 +115,12 @@ def step_path(benchmark: str, key: dict, suffix: str = ".json") -> Path:
 def resumable(benchmark: str, key: dict, compute):
     """`compute()`'s JSON-able result, kept at `step_path(benchmark, key)`; `key` must name everything the
     result depends on (model identity, texts, configs, seed), so a benchmark that spans sessions redoes only
-    the steps it had not finished. Written atomically: an interrupted step leaves nothing."""
+    the steps it had not finished; a step carried in git (`CARRIED_STEPS`, same key) counts as finished.
+    Written atomically: an interrupted step leaves nothing."""
     path = step_path(benchmark, key)
-    if not path.is_file():
+    carried = CARRIED_STEPS / benchmark / path.name
+    if not path.is_file() and carried.is_file():
+        path = carried
+    elif not path.is_file():
         write_json_atomic(path, {"key": key, "result": compute()})
     return json.loads(path.read_text())["result"]  # read back, so a first run and a resumed one see the same values

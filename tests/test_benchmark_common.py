@@ -84,3 +84,24 @@ def test_resumable_computes_each_step_once_and_keeps_nothing_from_a_failed_one(t
     with pytest.raises(KeyboardInterrupt):
         common.resumable("pruning", key | {"seed": 2}, broken)
     assert len(list((tmp_path / "benchmark-steps" / "pruning").iterdir())) == 2  # nothing written for the interrupted step
+
+
+def test_a_carried_step_resumes_on_a_machine_whose_runs_folder_lacks_it(tmp_path, monkeypatch):
+    from benchmarks import carry_steps
+    first, fresh, carried = tmp_path / "first", tmp_path / "fresh", tmp_path / "carried"
+    monkeypatch.setattr(common, "CARRIED_STEPS", carried)
+    monkeypatch.setattr(common.paths, "DEFAULT_RUNS_DIR", first)
+    key = {"model": "abc", "seed": 0}
+    common.resumable("pruning", key, lambda: [{"ppl": 1.5}])
+    common.step_path("pruning", key, ".pt").write_bytes(b"weights")  # never carried
+    assert carry_steps.carry(["pruning"], runs=first, into=carried) == {"pruning": 1}
+    assert carry_steps.carry(["pruning"], runs=first, into=carried) == {"pruning": 0}  # already carried
+    assert [p.name for p in (carried / "pruning").iterdir()] == [common.step_path("pruning", key).name]
+
+    monkeypatch.setattr(common.paths, "DEFAULT_RUNS_DIR", fresh)  # the next session, on a fresh machine
+    def must_not_run():
+        raise AssertionError("a carried step was computed again")
+    assert common.resumable("pruning", key, must_not_run) == [{"ppl": 1.5}]
+    assert common.resumable("pruning", key | {"seed": 1}, lambda: [{"ppl": 2.5}]) == [{"ppl": 2.5}]  # another key: computed
+    with pytest.raises(SystemExit, match="No kept steps of 'recovery'.*pruning"):
+        carry_steps.carry(["recovery"], runs=fresh, into=carried)
