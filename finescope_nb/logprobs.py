@@ -47,11 +47,15 @@ def _slice_logprobs(adapter, model, rows: torch.Tensor, targets: torch.Tensor) -
 
 
 def next_token_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                        chunk_positions: int | None = None) -> torch.Tensor:
+                        chunk_positions: int | None = None, wanted: torch.Tensor | None = None) -> torch.Tensor:
     """[batch, tokens - 1]: log p(input_ids[:, t + 1] | input_ids[:, :t + 1]); positions whose next token is
-    padding are not scored (their entries are 0)."""
+    padding are not scored (their entries are 0), nor, when `wanted` ([batch, tokens - 1], bool) is given, those
+    it leaves out: the LM head only runs where a score is read (a multiple-choice option after a long context
+    needs a few rows of logits, not one per context token; on Gemma's vocabulary the head is most of the cost)."""
     hidden = final_hidden(model, input_ids, attention_mask)
     scored = attention_mask[:, 1:].bool().to(hidden.device)
+    if wanted is not None:
+        scored &= wanted.bool().to(hidden.device)
     out = torch.zeros(scored.shape, dtype=torch.float32, device=hidden.device)
     out[scored] = row_logprobs(model, hidden[:, :-1][scored], input_ids[:, 1:].to(hidden.device)[scored], chunk_positions)
     return out

@@ -184,6 +184,27 @@ def test_sliced_log_probabilities_equal_the_models_own(softcap, tok):
                                model(input_ids=ids, attention_mask=mask, labels=labels).loss, rtol=1e-5, atol=1e-6)
 
 
+def test_the_head_runs_only_where_a_score_is_wanted(tok, monkeypatch):
+    from finescope_nb import logprobs
+
+    model = gemma()
+    enc = tok(TEXTS[:3], padding=True, return_tensors="pt")
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+    wanted = torch.zeros(ids.shape[0], ids.shape[1] - 1, dtype=torch.bool)
+    wanted[:, 2:4] = True
+    rows = []
+    head = logprobs._slice_logprobs
+    monkeypatch.setattr(logprobs, "_slice_logprobs", lambda adapter, m, r, t: rows.append(len(r)) or head(adapter, m, r, t))
+    with torch.no_grad():
+        every = logprobs.next_token_logprobs(model, ids, mask)
+        assert sum(rows) == int(mask[:, 1:].sum())
+        rows.clear()
+        some = logprobs.next_token_logprobs(model, ids, mask, wanted=wanted)
+    assert sum(rows) == int((wanted & mask[:, 1:].bool()).sum())  # the head saw the wanted rows only
+    torch.testing.assert_close(some[wanted & mask[:, 1:].bool()], every[wanted & mask[:, 1:].bool()], rtol=1e-5, atol=1e-6)
+    assert not some[~wanted].any()
+
+
 def test_lora_targets_every_projection_of_a_gemma_block():
     from peft import LoraConfig, get_peft_model
 

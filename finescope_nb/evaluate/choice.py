@@ -30,10 +30,13 @@ def option_logprobs(model, contexts: Sequence[Sequence[int]], options: Sequence[
         width = max(len(c) + len(o) for _, c, o in batch)
         ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
+        option = torch.zeros(len(batch), width - 1, dtype=torch.bool)  # the positions that predict an option token
         for row, (_, c, o) in enumerate(batch):
             ids[row, : len(c) + len(o)] = torch.tensor(c + o)
             mask[row, : len(c) + len(o)] = 1
-        logprobs = next_token_logprobs(model, ids.to(device), mask.to(device)).cpu()  # logits a slice at a time
+            option[row, len(c) - 1: len(c) + len(o) - 1] = True
+        # logits a slice at a time, and only for the option's tokens
+        logprobs = next_token_logprobs(model, ids.to(device), mask.to(device), wanted=option).cpu()
         for row, (item, c, o) in enumerate(batch):
             positions = torch.arange(len(c) - 1, len(c) + len(o) - 1)
             scores[item][slot[start + row]] = float(logprobs[row, positions].sum())

@@ -52,7 +52,7 @@ def _next_token_loss(model, input_ids: torch.Tensor, mask: torch.Tensor, keep: t
     """Summed cross-entropy of predicting each kept token from its prefix, and how many there were (the logits
     formed a slice of positions at a time, as a large vocabulary needs)."""
     targets = keep[:, 1:]
-    return -float(next_token_logprobs(model, input_ids, mask)[targets].sum()), int(targets.sum())
+    return -float(next_token_logprobs(model, input_ids, mask, wanted=targets)[targets].sum()), int(targets.sum())
 
 
 @torch.no_grad()
