@@ -1,10 +1,11 @@
 """Copy the kept steps of benchmarks into git, so that a benchmark longer than one session resumes on
 another machine. Kept steps live under runs/benchmark-steps/<benchmark>/ (`common.resumable`), and runs/
 is not committed: a session on a fresh machine would start the benchmark again. This copies each step's
-JSON (its key and result, a few kB; never the trained weights or checkpoints beside them) to
-benchmarks/steps/<benchmark>/, which `resumable` reads when runs/ lacks the step. A step is only reused
-where its key matches, model identity and texts included, so a carried step never stands in for another
-model's. Delete a benchmark's carried steps once its results file is written.
+JSON (its key and result, or the teacher's responses so far; a few kB; never the trained weights or
+checkpoints beside them) to benchmarks/steps/<benchmark>/, from where `common.step_path` copies a step back
+into a runs/ that lacks it. A step is only reused where its key matches, model identity and texts included,
+so a carried step never stands in for another model's. Delete a benchmark's carried steps once its results
+file is written.
 
     python benchmarks/carry_steps.py pruning pruning-sweep     # then commit benchmarks/steps/
 """

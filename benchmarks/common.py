@@ -17,12 +17,13 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
 
 from finescope_nb import paths
-from finescope_nb.artifacts import write_json_atomic
+from finescope_nb.artifacts import atomic_path, write_json_atomic
 from finescope_nb.config import ModelConfig, RunConfig
 from finescope_nb.curate.workspace import Workspace, cached_pool_codes, pool_sample
 from finescope_nb.lm import load_model, load_tokenizer
@@ -107,20 +108,23 @@ def set_threads() -> int:
 
 def step_path(benchmark: str, key: dict, suffix: str = ".json") -> Path:
     """Where one step of a benchmark keeps its result (or, with another suffix, its training checkpoint):
-    runs/benchmark-steps/<benchmark>/<hash of key><suffix>."""
+    runs/benchmark-steps/<benchmark>/<hash of key><suffix>. A step carried in git (`CARRIED_STEPS`) that runs/
+    lacks is copied there first, so a benchmark resumes on a fresh machine from what an earlier one finished."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return paths.DEFAULT_RUNS_DIR / "benchmark-steps" / benchmark / f"{digest}{suffix}"
+    path = paths.DEFAULT_RUNS_DIR / "benchmark-steps" / benchmark / f"{digest}{suffix}"
+    carried = CARRIED_STEPS / benchmark / path.name
+    if not path.is_file() and carried.is_file():
+        with atomic_path(path) as tmp:
+            shutil.copyfile(carried, tmp)
+    return path
 
 
 def resumable(benchmark: str, key: dict, compute):
     """`compute()`'s JSON-able result, kept at `step_path(benchmark, key)`; `key` must name everything the
     result depends on (model identity, texts, configs, seed), so a benchmark that spans sessions redoes only
-    the steps it had not finished; a step carried in git (`CARRIED_STEPS`, same key) counts as finished.
+    the steps it had not finished (on another machine too, once carried: benchmarks/carry_steps.py).
     Written atomically: an interrupted step leaves nothing."""
     path = step_path(benchmark, key)
-    carried = CARRIED_STEPS / benchmark / path.name
-    if not path.is_file() and carried.is_file():
-        path = carried
-    elif not path.is_file():
+    if not path.is_file():
         write_json_atomic(path, {"key": key, "result": compute()})
     return json.loads(path.read_text())["result"]  # read back, so a first run and a resumed one see the same values

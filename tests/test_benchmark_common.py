@@ -102,6 +102,7 @@ def test_a_carried_step_resumes_on_a_machine_whose_runs_folder_lacks_it(tmp_path
     def must_not_run():
         raise AssertionError("a carried step was computed again")
     assert common.resumable("pruning", key, must_not_run) == [{"ppl": 1.5}]
+    assert common.step_path("pruning", key).is_file()  # copied into the fresh runs folder
     assert common.resumable("pruning", key | {"seed": 1}, lambda: [{"ppl": 2.5}]) == [{"ppl": 2.5}]  # another key: computed
     with pytest.raises(SystemExit, match="No kept steps of 'recovery'.*pruning"):
         carry_steps.carry(["recovery"], runs=fresh, into=carried)
