@@ -100,6 +100,21 @@ def test_gemma_fine_tuning_memory_matches_its_json():
             f"{bench['step_time_ratio_sliced_to_whole']:.2f}x the step time") in README
 
 
+def test_gemma_run_numbers_match_its_pipeline_json():
+    run = json.loads((RESULTS / "gemma3-270m" / "pipeline.json").read_text())
+    rows = {row["domain"]: row for row in run["table"]}
+    minutes = {stage: round(seconds / 60) for stage, seconds in run["stage_seconds"].items()}
+    assert f"took **{run['demo_seconds'] / 60:.0f} minutes**" in README
+    assert f"changed {run['rerun_seconds']:.0f} s" in README
+    assert (f"base evaluation {minutes['eval-base']} min (model load included),\n  SAE and pool encoding {minutes['curate']}, "
+            f"pruning {minutes['prune']}, recovery {minutes['recover']}") in README
+    assert f"recovered models' evaluation {minutes['eval-pruned']} and {minutes['eval-recovered']}" in README
+    math, code, stem = rows["math"], rows["code"], rows["stem"]
+    assert (f"math {math['base_ppl']:.1f} → {math['pruned_ppl']:.1f} → {math['recovered_ppl']:.1f} (retained {math['retained']:.2f}), "
+            f"code {code['base_ppl']:.1f} → {code['pruned_ppl']:.0f} → {code['recovered_ppl']:.0f} ({code['retained']:.2f}), "
+            f"stem {stem['base_ppl']:.0f} → {stem['pruned_ppl']:.0f} → {stem['recovered_ppl']:.0f} ({stem['retained']:.2f})") in README
+
+
 def test_smollm2_math_recovery_numbers_match_its_distill_json():
     """The stratified-pick recovery run: each arm's retained and FineScope's and plain's share per source."""
     bench = json.loads((RESULTS / "smollm2-135m" / "distill.json").read_text())
