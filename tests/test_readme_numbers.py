@@ -113,6 +113,9 @@ def test_gemma_run_numbers_match_its_pipeline_json():
     assert (f"math {math['base_ppl']:.1f} → {math['pruned_ppl']:.1f} → {math['recovered_ppl']:.1f} (retained {math['retained']:.2f}), "
             f"code {code['base_ppl']:.1f} → {code['pruned_ppl']:.0f} → {code['recovered_ppl']:.0f} ({code['retained']:.2f}), "
             f"stem {stem['base_ppl']:.0f} → {stem['pruned_ppl']:.0f} → {stem['recovered_ppl']:.0f} ({stem['retained']:.2f})") in README
+    speed = json.loads((RESULTS / "gemma3-270m" / "choice_speed.json").read_text())
+    assert f"{speed['speedup_option_tokens']:.2f}x as many\n  cloze items a second with the same scores" in README
+    assert speed["max_score_difference"] == 0.0
 
 
 def test_smollm2_math_recovery_numbers_match_its_distill_json():
