@@ -65,16 +65,13 @@ def main() -> None:
     items = domain_items(tokenizer, args.domain, limit=args.items)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     best = {"option tokens": float("inf"), "every position": float("inf")}
+    scores = {}
     with torch.no_grad():
         for _ in range(args.rounds):
             for name in best:
-                seconds, scores = score(model, items, pad, args.batch_size, every=name == "every position")
+                seconds, scores[name] = score(model, items, pad, args.batch_size, every=name == "every position")
                 best[name] = min(best[name], seconds)
-                if name == "option tokens":
-                    ours = scores
-                else:
-                    theirs = scores
-    gap = max(float(np.abs(a - b).max()) for a, b in zip(ours, theirs))
+    gap = max(float(np.abs(a - b).max()) for a, b in zip(scores["option tokens"], scores["every position"]))
     rate = {name: len(items) / seconds for name, seconds in best.items()}
     result = provenance(args) | {
         "hardware": hardware(), "domain": args.domain, "items": len(items), "options_per_item": len(items[0].options),

@@ -37,9 +37,8 @@ def option_logprobs(model, contexts: Sequence[Sequence[int]], options: Sequence[
             option[row, len(c) - 1: len(c) + len(o) - 1] = True
         # logits a slice at a time, and only for the option's tokens
         logprobs = next_token_logprobs(model, ids.to(device), mask.to(device), wanted=option).cpu()
-        for row, (item, c, o) in enumerate(batch):
-            positions = torch.arange(len(c) - 1, len(c) + len(o) - 1)
-            scores[item][slot[start + row]] = float(logprobs[row, positions].sum())
+        for row, (item, _, _) in enumerate(batch):
+            scores[item][slot[start + row]] = float(logprobs[row, option[row]].sum())
     return scores
 
 
