@@ -53,6 +53,7 @@ from finescope_nb.hashing import text_digest  # noqa: E402
 from finescope_nb.lm import model_identity, run_until_layer  # noqa: E402
 from finescope_nb.prune import PruneConfig, apply_plan, compute_importance, plan_pruning  # noqa: E402
 from finescope_nb.prune.compare import Arm, calibration_source  # noqa: E402
+from finescope_nb.prune.importance import CRITERIA  # noqa: E402
 from benchmarks.common import add_model_args, provenance, result_path, resumable, run_config, set_threads, workspace  # noqa: E402
 
 
@@ -110,8 +111,11 @@ def score_arms(model, tokenizer, arms: dict[str, Arm], seeds, ratios, eval_confi
                              "ppl": float(r.ppl), "params_after": int(plan.params_after), "removed": float(plan.removed_fraction)} for r in ppl.itertuples()]
                 return out
 
+            # a criterion that reads no data (magnitude, random) prunes alike whatever the texts, so its step is
+            # shared between the domains' runs instead of computed once per curated set
+            digest = text_digest(texts, length=64) if CRITERIA[config.criterion].needs else None
             key = {"model": identity, "arm": name, "config": config.to_dict(), "ratios": list(ratios),
-                   "texts": text_digest(texts, length=64), "eval": eval_config.to_dict()}
+                   "texts": digest, "eval": eval_config.to_dict()}
             rows += resumable("pruning", key, step)
     return pd.DataFrame(rows)
 

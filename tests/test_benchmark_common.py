@@ -106,3 +106,32 @@ def test_a_carried_step_resumes_on_a_machine_whose_runs_folder_lacks_it(tmp_path
     assert common.resumable("pruning", key | {"seed": 1}, lambda: [{"ppl": 2.5}]) == [{"ppl": 2.5}]  # another key: computed
     with pytest.raises(SystemExit, match="No kept steps of 'recovery'.*pruning"):
         carry_steps.carry(["recovery"], runs=fresh, into=carried)
+
+
+def test_pruning_steps_of_data_free_criteria_are_shared_between_domains(tmp_path, monkeypatch):
+    """Magnitude and random prune alike whatever the calibration texts, so the second domain reads their steps back."""
+    import pandas as pd
+    from benchmarks import pruning_benchmark as bench
+    from finescope_nb.config import EvalConfig
+    from finescope_nb.prune.compare import Arm, calibration_source
+    from tests import tiny_models
+
+    monkeypatch.setattr(common.paths, "DEFAULT_RUNS_DIR", tmp_path)
+    monkeypatch.setattr(bench, "heldout_sequences", lambda tokenizer, config: None)
+    monkeypatch.setattr(bench, "domain_perplexity", lambda model, tokenizer, config, sequences, progress:
+                        pd.DataFrame({"domain": ["math"], "loss": [1.0], "ppl": [2.7]}))
+    computed = []
+    real = bench.compute_importance
+    monkeypatch.setattr(bench, "compute_importance", lambda model, tok, texts, config, progress:
+                        computed.append(config.criterion) or real(model, tok, texts, config, progress=progress))
+    model, tok = tiny_models.llama(), tiny_models.tokenizer()
+    base = PruneConfig(ratio=0.3, calibration_docs=2, batch_size=2, max_length=16, first_layer=0, last_layer=2)
+
+    def arms(curated):
+        texts = calibration_source(curated, 2)
+        return {c: Arm(base.replace(criterion=c), texts) for c in ("taylor", "magnitude", "random")}
+    eval_config = EvalConfig(domains=("math",), max_docs_per_domain=2)
+    first = bench.score_arms(model, tok, arms(tiny_models.texts(4, seed=0)), [0], [0.3], eval_config)
+    second = bench.score_arms(model, tok, arms(tiny_models.texts(4, seed=1)), [0], [0.3], eval_config)
+    assert computed == ["taylor", "magnitude", "random", "taylor"]  # the other curated set: only Taylor again
+    assert first[["arm", "removed"]].equals(second[["arm", "removed"]])
