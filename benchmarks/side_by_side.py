@@ -79,8 +79,8 @@ COLUMNS: list[tuple[str, str, Callable[[dict], str], str]] = [
     ("capture speed-up (early exit)", "sae.json", _capture, SAME),
     ("precision@500, lowest domain: SAE / dense", "curation.json", _precision, "measured"),
     ("perplexity, unpruned → 30% pruned (Taylor, curated): math / code", "pruning.json", _pruned, "measured"),
-    ("speed-up at 30%: blocks / whole forward", "pruning.json", _speed, SAME),
-    ("FineScope retained (exp(-test loss)): math / code", "ablation.json", _retained, "measured"),
+    ("speed-up at 30%: blocks / whole forward", "pruning.json", _speed, "measured"),
+    ("ablation, FineScope retained (exp(-test loss)): math / code", "ablation.json", _retained, "measured"),
     ("`finescope run --domain math`", "pipeline.json", _wall, NOT_APPLICABLE),
 ]
 
