@@ -54,13 +54,14 @@ PLANS = {"per_layer": PruneConfig(ratio=0.3), "uniform": PruneConfig(ratio=0.3, 
 
 
 def scopes(args) -> dict:
-    from finescope_nb.curate.workspace import curate_domain, default_workspace
+    from benchmarks.common import workspace
+    from finescope_nb.curate.workspace import curate_domain
     from finescope_nb.distill import finetune, prepare
     from finescope_nb.evaluate import domain_loss, heldout_sequences
     from finescope_nb.lm import layer_shapes, shapes_are_uniform
     from finescope_nb.prune import prune, sample_texts
 
-    ws = default_workspace(progress=False)
+    ws = workspace(argparse.Namespace(model=None, pool_per_domain=None, pool_seed=0), progress=False)  # embedded model, whole pool
     model, tokenizer = ws.model, ws.tokenizer
     val = heldout_sequences(tokenizer, EvalConfig(split="validation", domains=tuple(args.domains), max_docs_per_domain=args.val_docs))
     config = FinetuneConfig(steps=args.steps, eval_every=args.steps)

@@ -15,7 +15,7 @@ from collections import Counter
 import numpy as np
 
 from finescope_nb.features import compute_feature_stats, encode_text
-from finescope_nb.report import STYLE, TEXT_CHARS, _esc, _Figures, _items
+from finescope_nb.report import STYLE, TEXT_CHARS, Figures, escape, key_value_table
 from finescope_nb.viz.curation_plots import score_histogram
 from finescope_nb.viz.feature_card import domain_figure, feature_card_html, histogram_figure
 from finescope_nb.viz.html import token_spans
@@ -48,9 +48,9 @@ def _top_documents(result, sae, model, tokenizer) -> str:
             feature = int(feats[0][0])
             label += " · features " + ", ".join(f"#{f} ({c:.3f})" for f, c in feats)
             body = token_spans(codes.tokens, codes.codes[:, feature].tolist())
-            out.append(f"<p><b>{_esc(label)}</b> — shaded by #{feature}</p><div class='doc'>{body}</div>")
+            out.append(f"<p><b>{escape(label)}</b> — shaded by #{feature}</p><div class='doc'>{body}</div>")
         else:
-            out.append(f"<p><b>{_esc(label)}</b></p><div class='doc'>{_esc(_snippet(texts[row]))}</div>")
+            out.append(f"<p><b>{escape(label)}</b></p><div class='doc'>{escape(_snippet(texts[row]))}</div>")
     return "".join(out)
 
 
@@ -75,8 +75,8 @@ def _feature_cards(result, sae, model, tokenizer, fig, progress: bool) -> str:
 
 def _only_one(title: str, selection, rows: list[int], texts: list[str]) -> str:
     best = sorted(rows, key=lambda r: -selection.scores[r])[:ONLY_ONE]
-    parts = [f"<h3>{_esc(title)} ({len(rows):,}; the {len(best)} it scores highest)</h3>"]
-    parts += [f"<p><b>row {r} · score {selection.scores[r]:.4f}</b></p><div class='doc'>{_esc(_snippet(texts[r]))}</div>"
+    parts = [f"<h3>{escape(title)} ({len(rows):,}; the {len(best)} it scores highest)</h3>"]
+    parts += [f"<p><b>row {r} · score {selection.scores[r]:.4f}</b></p><div class='doc'>{escape(_snippet(texts[r]))}</div>"
               for r in best]
     return "".join(parts)
 
@@ -94,11 +94,11 @@ def _dense_comparison(result) -> str:
 
 def render_curation_page(result, sae, model, tokenizer, seeds: list[str], progress: bool = True) -> str:
     """The whole page as one HTML string."""
-    fig = _Figures()
+    fig = Figures()
     sel = result.selection
     cut = float(sel.scores[sel.rows[-1]]) if "m" in sel.rule else float(sel.rule["threshold"])
     labels = result.pool["domain"].astype(str).tolist() if "domain" in result.pool else None
-    summary = _items([("corpus documents", f"{result.pool_size:,}"), ("seeds", len(seeds)),
+    summary = key_value_table([("corpus documents", f"{result.pool_size:,}"), ("seeds", len(seeds)),
                       ("curated", f"{len(sel):,} ({result.cut_description})"),
                       ("score range", f"{sel.scores.min():.4f} to {sel.scores.max():.4f}"),
                       ("SAE trained on", result.sae_source)])
@@ -108,5 +108,5 @@ def render_curation_page(result, sae, model, tokenizer, seeds: list[str], progre
                     _top_documents(result, sae, model, tokenizer), _feature_cards(result, sae, model, tokenizer, fig, progress),
                     _dense_comparison(result)])
     title = f"FineScope curation: {len(sel):,} of {result.pool_size:,} documents"
-    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title><style>{STYLE}</style></head>"
-            f"<body><h1>{_esc(title)}</h1><p>Output folder: <code>{_esc(result.out)}</code></p>{body}</body></html>\n")
+    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title><style>{STYLE}</style></head>"
+            f"<body><h1>{escape(title)}</h1><p>Output folder: <code>{escape(result.out)}</code></p>{body}</body></html>\n")

@@ -18,7 +18,6 @@ from finescope_nb import paths
 CURATION_RESULTS = paths.REPO_ROOT / "benchmarks" / "results" / "curation.json"
 PAPER_ROW = "sae max max-over-seeds (paper)"
 DEFAULT_ROW = "sae mean centroid (default)"
-DENSE_ROW = "dense centred centroid"
 
 
 def load_benchmark(path: str | Path = CURATION_RESULTS) -> dict:

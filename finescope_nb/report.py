@@ -149,7 +149,7 @@ th { background: #f6f8fa; } td:first-child, th:first-child { text-align: left; }
 """
 
 
-class _Figures:
+class Figures:
     """Renders figures as HTML fragments; plotly.js goes inline into the first one only."""
 
     def __init__(self):
@@ -161,7 +161,8 @@ class _Figures:
         return part
 
 
-def _esc(value) -> str:
+def escape(value) -> str:
+    """Any value as HTML text: the report and the curation page show user text (documents, domain names)."""
     return html.escape(str(value))
 
 
@@ -169,8 +170,9 @@ def _table(df: pd.DataFrame) -> str:
     return df.to_html(index=False, border=0, na_rep="–", float_format=lambda v: f"{v:.3f}")  # escapes cells and headers
 
 
-def _items(pairs: Iterable[tuple[str, object]]) -> str:
-    return "<table>" + "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in pairs) + "</table>"
+def key_value_table(pairs: Iterable[tuple[str, object]]) -> str:
+    """A two-column HTML table of (name, value) pairs, both escaped."""
+    return "<table>" + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in pairs) + "</table>"
 
 
 def _model_name(config: RunConfig) -> str:
@@ -202,7 +204,7 @@ def _config_section(info: RunInfo) -> str:
         pairs.insert(4, ("SAE trained on", s["sae"]["trained_on"]))
     if "seconds" in s:
         pairs.append(("run time", f"{s['seconds'] / 60:.1f} min"))
-    return "<h2>Configuration</h2>" + _items(pairs)
+    return "<h2>Configuration</h2>" + key_value_table(pairs)
 
 
 def _results_section(info: RunInfo, fig) -> str:
@@ -225,10 +227,10 @@ def _curation_section(info: RunInfo, fig) -> str:
         return ""
     curated = pd.read_csv(info.stages["curate"] / "curated.csv", keep_default_na=False)
     domain = info.config.domain
-    out = ["<h2>Curation</h2>", f"<p>{len(curated):,} documents curated for {_esc(domain)}"]
+    out = ["<h2>Curation</h2>", f"<p>{len(curated):,} documents curated for {escape(domain)}"]
     if "domain" in curated:
         counts = curated["domain"].value_counts().rename_axis("domain").reset_index(name="documents")
-        out.append(f"; {(curated['domain'] == domain).mean():.1%} of them are labelled {_esc(domain)}.</p>")
+        out.append(f"; {(curated['domain'] == domain).mean():.1%} of them are labelled {escape(domain)}.</p>")
         bars = px.bar(counts, x="domain", y="documents", color=counts["domain"].eq(domain).map({True: "target", False: "other"}),
                       color_discrete_map={"target": "#2da44e", "other": "#9aa5b1"}, title="Curated documents per labelled domain")
         out.append(fig(bars.update_layout(legend_title_text="", height=340)))
@@ -241,7 +243,7 @@ def _curation_section(info: RunInfo, fig) -> str:
         text = text if len(text) <= TEXT_CHARS else text[:TEXT_CHARS] + " …"
         label = " · ".join(f"{k}: {row[k]:.3f}" if isinstance(row[k], float) else f"{k}: {row[k]}"
                            for k in ("id", "domain", "score") if k in row)
-        out.append(f"<p><b>{_esc(label)}</b></p><div class='doc'>{_esc(text)}</div>")
+        out.append(f"<p><b>{escape(label)}</b></p><div class='doc'>{escape(text)}</div>")
     return "".join(out)
 
 
@@ -266,7 +268,7 @@ def _prune_section(info: RunInfo, fig) -> str:
     plan = _read_json(plan_file)["plan"]
     before, after, total = plan["params_before"], plan["params_after"], plan.get("params_total_before")
     share = f" ({before / total:.0%} of the whole model's {total:,}: the pruning ratio is a share of this budget)" if total else ""
-    return ("<h2>Pruning</h2>" + _items([("non-embedding parameters before", f"{before:,}{share}"),
+    return ("<h2>Pruning</h2>" + key_value_table([("non-embedding parameters before", f"{before:,}{share}"),
                                          ("non-embedding parameters after", f"{after:,}"),
                                          ("removed", f"{1 - after / before:.1%}"), ("head unit", plan["head_unit"])])
             + fig(kept_per_block(plan)))
@@ -295,13 +297,13 @@ def _recovery_section(info: RunInfo, fig) -> str:
 
 def render_report(info: RunInfo) -> str:
     """The report page for a loaded run, as one HTML string."""
-    fig = _Figures()
+    fig = Figures()
     title = f"FineScope run: {info.config.domain} on {_model_name(info.config)}"
-    missing = f"<div class='missing'><p>{_esc(missing_sentence(info))}</p></div>" if info.missing else ""
+    missing = f"<div class='missing'><p>{escape(missing_sentence(info))}</p></div>" if info.missing else ""
     body = "".join([missing, _config_section(info), _results_section(info, fig), _curation_section(info, fig),
                     _prune_section(info, fig), _recovery_section(info, fig)])
-    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{_esc(title)}</title><style>{STYLE}</style></head>"
-            f"<body><h1>{_esc(title)}</h1><p>Run folder: <code>{_esc(info.path)}</code></p>{body}</body></html>\n")
+    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{escape(title)}</title><style>{STYLE}</style></head>"
+            f"<body><h1>{escape(title)}</h1><p>Run folder: <code>{escape(info.path)}</code></p>{body}</body></html>\n")
 
 
 def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:

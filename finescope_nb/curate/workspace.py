@@ -99,15 +99,6 @@ def open_workspace(fast: bool, per_domain: int | None = None, top_l: int = 64, p
     return Workspace(model, tokenizer, sae, pool, codes)
 
 
-def default_workspace(progress: bool = True, model_name=None) -> Workspace:
-    """A model (the embedded one by default), its default SAE (trained once, then cached) and the whole pool: what
-    benchmarks measure on."""
-    model, tokenizer = load_model(model_name), load_tokenizer(model_name)
-    sae = cached_sae(model, tokenizer, default_sae_config(model=model_name), progress=progress)
-    pool = pool_sample(None)
-    return Workspace(model, tokenizer, sae, pool, cached_pool_codes(sae, model, tokenizer, pool, progress=progress))
-
-
 def curate_top(sae, model, tokenizer, pool: pd.DataFrame, codes: PooledCodes, seeds, m: int) -> pd.DataFrame:
     """The top-`m` rows of `pool` under the kit's default SAE selector fitted on `seeds`, with a `score` column."""
     selector = default_sae_selector(sae, model, tokenizer, top_l=codes.top_l).fit(seeds)

@@ -42,7 +42,6 @@ from finescope_nb.prune.bounded import checkpointed_blocks, chunked_lm_loss
 
 
 GRADIENT_STATISTICS = ("grad", "grad_sq", "batch_taylor")
-STATISTICS = GRADIENT_STATISTICS + ("input_sq",)  # what a criterion may ask `collect` for
 
 
 @dataclass
@@ -77,7 +76,7 @@ def sample_texts(texts, n: int, seed: int) -> list[str]:
 def collect(model, tokenizer, texts, modules: list[str], needs, *, memory: str = "default", batch_size: int = 8,
             max_length: int = 256, progress: bool = True) -> CalibrationStats:
     """Run the calibration texts through `model`, summing the statistics in `needs` (names from
-    STATISTICS) for `modules`, in the given memory mode ("default" or "bounded")."""
+    GRADIENT_STATISTICS or "input_sq") for `modules`, in the given memory mode ("default" or "bounded")."""
     texts = check_texts(texts)
     needs = set(needs)
     gradients = bool(needs & set(GRADIENT_STATISTICS))

@@ -7,7 +7,7 @@ what makes heads and channels comparable: both are estimates of what removing th
 costs (Taylor) or of how much signal they carry (magnitude, activation-aware), so dividing by
 a unit's parameter count gives importance per parameter for ranking across unit kinds.
 
-A criterion names the calibration sums it reads (`needs`, from `calibration.STATISTICS`), so the
+A criterion names the calibration sums it reads (`needs`: "input_sq" or one of `calibration.GRADIENT_STATISTICS`), so the
 calibration pass gathers nothing else; scores are formed from those sums only at the end.
 """
 

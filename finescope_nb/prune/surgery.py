@@ -19,8 +19,8 @@ from finescope_nb.lm import layer_shapes
 from finescope_nb.prune.plan import PrunePlan
 
 
-def apply_plan(model, plan: PrunePlan, inplace: bool = False):
-    """The pruned model (a copy unless `inplace`), with exactly `plan.params_after` non-embedding parameters."""
+def apply_plan(model, plan: PrunePlan):
+    """The pruned model (a copy; `model` is left as it was), with exactly `plan.params_after` non-embedding parameters."""
     adapter = get_adapter(model)
     if layer_shapes(model) != plan.shapes_before:
         raise FinescopeError("This plan was made for a model of other layer shapes; plan again on this model.")
@@ -31,7 +31,7 @@ def apply_plan(model, plan: PrunePlan, inplace: bool = False):
         raise FinescopeError(f"This plan removes every attention head of block {i} ({what}), which would leave the block "
                              "without attention; keep at least one head unit per block, or prune query heads within the "
                              "group with head_unit='query'.")
-    pruned = model if inplace else copy.deepcopy(model)
+    pruned = copy.deepcopy(model)
     root = adapter.root(pruned)
     slice_heads = adapter.head_group_slices if plan.head_unit == "group" else adapter.query_head_slices
     with torch.no_grad():

@@ -46,12 +46,11 @@ class PooledCodes:
     def __len__(self) -> int:
         return len(self.doc_ids)
 
-    def dense(self, pooling: str = "mean", rows=None) -> np.ndarray:
-        """[rows, d_sae] dense float32 matrix (entries beyond the top L are zero)."""
+    def dense(self, pooling: str = "mean") -> np.ndarray:
+        """[docs, d_sae] dense float32 matrix (entries beyond the top L are zero)."""
         if pooling not in POOLINGS:
             raise FinescopeError(f"Unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}.")
-        idx = self.indices[pooling] if rows is None else self.indices[pooling][rows]
-        val = self.values[pooling] if rows is None else self.values[pooling][rows]
+        idx, val = self.indices[pooling], self.values[pooling]
         out = np.zeros((len(idx), self.d_sae), dtype=np.float32)
         np.put_along_axis(out, np.asarray(idx, dtype=np.int64), np.asarray(val, dtype=np.float32), axis=1)
         return out

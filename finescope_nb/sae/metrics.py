@@ -57,7 +57,7 @@ def _next_token_loss(model, input_ids: torch.Tensor, mask: torch.Tensor, keep: t
 
 @torch.no_grad()
 def spliced_loss(sae: LayerSAE, model, tokenizer, texts, config: ActivationConfig = ActivationConfig(),
-                 max_tokens: int = 50_000, progress: bool = False) -> dict:
+                 max_tokens: int = 50_000) -> dict:
     """Clean, spliced and zero-ablation next-token loss (nats/token) and the fraction of the gap recovered."""
     block = get_adapter(model).decoder_layers(model)[sae.layer]
     mode = {"value": "clean", "keep": None}
