@@ -55,15 +55,12 @@ from finescope_nb.artifacts import write_json_atomic  # noqa: E402
 from finescope_nb.basemodel import hardware  # noqa: E402
 from finescope_nb.config import FinetuneConfig  # noqa: E402
 from finescope_nb.curate.workspace import curate_domain  # noqa: E402
-from finescope_nb.distill import keep_rate_curve, prepare, split_examples  # noqa: E402
+from finescope_nb.distill import ARMS, keep_rate_curve, prepare, split_examples  # noqa: E402
 from finescope_nb.evaluate import retained, retained_table  # noqa: E402
 from finescope_nb.generate import continue_texts  # noqa: E402
 from finescope_nb.lm import model_identity  # noqa: E402
 from benchmarks.common import add_model_args, provenance, result_path, run_config, set_threads, workspace  # noqa: E402
 from benchmarks.recovery_cells import Pruner, add_heldout_args, heldout_scoring, recovery_cell, teacher_checkpoint  # noqa: E402
-
-ARMS = ("self_distill", "plain", "random", "none")
-
 
 def retained_metrics(base: list[dict], row: list[dict]) -> dict:
     """Per metric/group: the row's score, the unpruned one, whether that is above chance, and retained there."""
