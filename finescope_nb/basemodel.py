@@ -72,12 +72,13 @@ def model_config(cfg: BaseModelConfig, tokenizer: PreTrainedTokenizerFast) -> Ll
 
 
 def forward_macs(config, seq_len: int) -> dict[str, float]:
-    """Multiply-adds per token of a Llama forward pass at context `seq_len`, split blocks vs LM head.
+    """Multiply-adds per token of a Llama-style forward pass (Gemma 3 too) at context `seq_len`, split blocks vs
+    LM head: pruning shrinks only the blocks, so their share bounds what it can speed up.
 
     Attention score and value products are counted at the average causal context (seq_len / 2).
     """
     d, ff = config.hidden_size, config.intermediate_size
-    head_dim = d // config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or d // config.num_attention_heads
     q_out = config.num_attention_heads * head_dim
     kv_out = config.num_key_value_heads * head_dim
     attn_proj = d * (2 * q_out + 2 * kv_out)
