@@ -62,6 +62,7 @@ from finescope_nb.lm import model_identity  # noqa: E402
 from benchmarks.common import add_model_args, provenance, result_path, run_config, set_threads, workspace  # noqa: E402
 from benchmarks.recovery_cells import Pruner, add_heldout_args, heldout_scoring, recovery_cell, teacher_checkpoint  # noqa: E402
 
+
 def retained_metrics(base: list[dict], row: list[dict]) -> dict:
     """Per metric/group: the row's score, the unpruned one, whether that is above chance, and retained there."""
     if not base:

@@ -99,9 +99,9 @@ def render_curation_page(result, sae, model, tokenizer, seeds: list[str], progre
     cut = float(sel.scores[sel.rows[-1]]) if "m" in sel.rule else float(sel.rule["threshold"])
     labels = result.pool["domain"].astype(str).tolist() if "domain" in result.pool else None
     summary = key_value_table([("corpus documents", f"{result.pool_size:,}"), ("seeds", len(seeds)),
-                      ("curated", f"{len(sel):,} ({result.cut_description})"),
-                      ("score range", f"{sel.scores.min():.4f} to {sel.scores.max():.4f}"),
-                      ("SAE trained on", result.sae_source)])
+                               ("curated", f"{len(sel):,} ({result.cut_description})"),
+                               ("score range", f"{sel.scores.min():.4f} to {sel.scores.max():.4f}"),
+                               ("SAE trained on", result.sae_source)])
     histogram = score_histogram(sel.scores, labels, cut, title="Pool scores and the cut (curated: right of the line)")
     body = "".join([summary, "<h2>Scores</h2>", fig(histogram),
                     "" if labels else "<p>The corpus has no domain labels, so the histogram shows the whole pool in one colour.</p>",

@@ -269,8 +269,8 @@ def _prune_section(info: RunInfo, fig) -> str:
     before, after, total = plan["params_before"], plan["params_after"], plan.get("params_total_before")
     share = f" ({before / total:.0%} of the whole model's {total:,}: the pruning ratio is a share of this budget)" if total else ""
     return ("<h2>Pruning</h2>" + key_value_table([("non-embedding parameters before", f"{before:,}{share}"),
-                                         ("non-embedding parameters after", f"{after:,}"),
-                                         ("removed", f"{1 - after / before:.1%}"), ("head unit", plan["head_unit"])])
+                                                  ("non-embedding parameters after", f"{after:,}"),
+                                                  ("removed", f"{1 - after / before:.1%}"), ("head unit", plan["head_unit"])])
             + fig(kept_per_block(plan)))
 
 
