@@ -133,3 +133,15 @@ def test_smollm2_math_recovery_numbers_match_its_distill_json():
             f"{share['plain']['math_test']:.3f}, random {share['random']['math_test']:.3f})") in FLAT
     assert (f"({share['plain']['mathematics_dataset']:.2f} of the unpruned model's probability there, "
             f"FineScope {share['self_distill']['mathematics_dataset']:.2f})") in FLAT
+
+
+def test_gemma_pruning_numbers_match_its_pruning_json():
+    bench = json.loads((RESULTS / "gemma3-270m" / "pruning.json").read_text())
+    at = bench["by_ratio"]["0.3"]["ppl_pruned"]
+    base, curated, sample = bench["ppl_base"], at["taylor/curated"], at["taylor/random"]
+    assert (f"takes math {base['math']:.2f} → {curated['math']['mean']:.1f} ± {curated['math']['std']:.1f} and code "
+            f"{base['code']:.1f} → {curated['code']['mean']:.0f} ± {curated['code']['std']:.0f}") in FLAT
+    assert f"gives math {sample['math']['mean']:.0f} and code {sample['code']['mean']:,.0f}" in FLAT
+    assert (f"The decoder blocks run {bench['blocks_speedup']:.2f}x faster; the whole forward {bench['forward_speedup']:.2f}x, "
+            f"at its ceiling of {bench['forward_ceiling']:.2f}x") in FLAT
+    assert f"{bench['head_share']:.0%} of the forward's time" in FLAT
