@@ -1,10 +1,10 @@
 """Train the embedded tiny Llama and its BPE tokenizer from the pool, reproducibly.
 
 The kit must run with no hub, so it ships its own base model. Its shape follows one rule from
-DESIGN.md: in a tiny model the LM head can cost more compute than all decoder blocks together,
-and then pruning heads and channels cannot make it faster. So the vocabulary stays small (8k),
-the embedding is tied, and the budget goes into depth and MLP width, keeping the blocks at
-75%+ of the forward pass's multiply-adds (`forward_macs`).
+docs/ARCHITECTURE.md ("The embedded default"): in a tiny model the LM head can cost more compute
+than all decoder blocks together, and then pruning heads and channels cannot make it faster. So
+the vocabulary stays small (8k), the embedding is tied, and the budget goes into depth and MLP
+width, keeping the blocks at 75%+ of the forward pass's multiply-adds (`forward_macs`).
 
 Training is resumable: every `checkpoint_every` steps the model, optimizer and step are saved
 atomically, and the batch of step t depends only on (seed, t), so an interrupted run that
@@ -153,7 +153,11 @@ def _save_checkpoint(path: Path, model, optimizer, state: TrainState, cfg: BaseM
 
 
 def _load_checkpoint(path: Path, model, optimizer, cfg: BaseModelConfig) -> TrainState:
-    blob = torch.load(path / "state.pt", weights_only=True)
+    try:
+        blob = torch.load(path / "state.pt", weights_only=True)
+    except Exception as exc:  # torch raises several kinds for a truncated or foreign file
+        raise FinescopeError(f"Checkpoint {str(path / 'state.pt')!r} cannot be read ({type(exc).__name__}); delete that "
+                             "folder to start over.") from exc
     # the time budget and checkpoint interval do not change the weights, so they may differ on resume
     same = {"max_train_minutes": cfg.max_train_minutes, "checkpoint_every": cfg.checkpoint_every}
     if BaseModelConfig.from_json(blob["config"]).replace(**same) != cfg:

@@ -83,6 +83,21 @@ COMPARE_EXAMPLES = textwrap.dedent("""\
     """)
 
 
+MODEL_HELP = (f"a named model ({', '.join(sorted(NAMED_MODELS))}; fetch it first with `finescope fetch-model NAME`), "
+              "a local model folder or a cached hub id (default: the embedded tiny Llama)")
+
+
+def _seed(text: str) -> int:
+    """argparse's type for --seed: NumPy and torch take only non-negative seeds, so a negative one is refused here."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number; give a seed such as 0") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"seeds must be 0 or more, got {value}; give a seed such as 0")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="finescope", description="FineScope on your laptop: SAE-curated domain data, pruning, recovery.",
@@ -96,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--domain", default="math", help="target domain: an embedded one (default: math) or any name of your "
                                                         "own with --corpus, --seeds and --eval")
-    run.add_argument("--model", default=None, help="local model folder or hub id (default: embedded tiny Llama)")
+    run.add_argument("--model", default=None, help=MODEL_HELP)
     run.add_argument("--corpus", default=None, help="JSONL/CSV/parquet/datasets folder with a 'text' column")
     run.add_argument("--run-dir", default=None, help="run folder (default: runs/demo-<domain> when `make demo` ran exactly this config, else runs/<domain>-<config hash>)")
     run.add_argument("--ratio", type=float, default=None, help="share of non-embedding parameters to prune (default: 0.3)")
@@ -104,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="bounded: pruning importance with each gradient folded as it is produced, checkpointed blocks "
                           "and a chunked loss, for models whose plain backward does not fit (same scores; default: default)")
     run.add_argument("--seeds", default=None, help="a text file of your own seed examples, one per line (default: 10 held-out seeds)")
-    run.add_argument("--seed", type=int, default=0, help="one seed for every stage: seed draw, calibration sample, "
+    run.add_argument("--seed", type=_seed, default=0, help="one seed for every stage: seed draw, calibration sample, "
                                                             "fine-tuning order (default: 0)")
     run.add_argument("--metrics", nargs="+", default=None, metavar="METRIC",
                      help="task metrics beside perplexity (default: cloze); any of perplexity, cloze, mmlu, arc, gsm8k, "
@@ -145,7 +160,7 @@ def _parser() -> argparse.ArgumentParser:
     tb.add_argument("--checkpoint-dir", default=None, help="where checkpoints go (default: <out>.ckpt)")
     tb.add_argument("--max-steps", type=int, default=None)
     tb.add_argument("--minutes", type=float, default=None, help="stop training after this many minutes")
-    tb.add_argument("--seed", type=int, default=None)
+    tb.add_argument("--seed", type=_seed, default=None)
 
     report = sub.add_parser(
         "report", help="write a run's report: one self-contained HTML file with tables and figures",
@@ -202,7 +217,7 @@ def _add_curate_parser(sub) -> None:
     cut.add_argument("--m", type=int, default=None, help="keep the top M documents (default: 500)")
     cut.add_argument("--threshold", type=float, default=None, metavar="T", help="keep documents scoring at least T")
     curate.add_argument("--out", required=True, help="output folder: dataset/, curated.jsonl, curation.html")
-    curate.add_argument("--model", default=None, help="local model folder or hub id (default: embedded tiny Llama)")
+    curate.add_argument("--model", default=None, help=MODEL_HELP)
     curate.add_argument("--sae-mix", type=float, default=0.0, metavar="F",
                         help="share F of the SAE's training documents from the embedded pool (default: 0)")
 

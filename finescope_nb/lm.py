@@ -22,11 +22,12 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import snapshot_download
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 from .adapters import Adapter, get_adapter, unsupported_reason
-from .device import parameter_values
+from .device import parameter_values, resolve_device
 from .errors import FinescopeError
 from .paths import DEFAULT_MODEL_DIR
 
@@ -175,7 +176,7 @@ def _load_weights(folder: Path, config, adapter: Adapter, dtype: torch.dtype, **
         model, info = model_class.from_pretrained(
             folder, config=config, dtype=dtype, use_safetensors=True, local_files_only=True, output_loading_info=True,
             **placement)
-    except (OSError, RuntimeError, ValueError) as exc:
+    except (OSError, RuntimeError, ValueError, SafetensorError) as exc:  # SafetensorError: a damaged weights file
         raise FinescopeError(f"Cannot load the model in {str(folder)!r} ({_first_line(exc)}); check that its weights match config.json and {SHAPES_FILE}.") from exc
     problems = {kind: sorted(keys)[:3] for kind, keys in info.items() if keys}
     if problems:
@@ -203,10 +204,7 @@ def load_model(path_or_id=None, *, dtype: torch.dtype = torch.float32, device=No
     if device is not None and device_map is not None:
         raise FinescopeError(f"Pass either device ({device!r}) or device_map, not both: a device_map already says where "
                              "every part of the model goes.")
-    try:
-        device = torch.device(device if device is not None else "cpu")
-    except (RuntimeError, TypeError) as exc:
-        raise FinescopeError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}.") from exc
+    device = torch.device("cpu") if device is None else resolve_device(str(device))  # "cuda" without a GPU: one sentence
     folder = _resolve(path_or_id)
     config = _read_config(folder)
     adapter = get_adapter(config)

@@ -63,6 +63,15 @@ def test_resume_with_other_config_is_refused(tmp_path, pool_slice):
         basemodel.train(TINY.replace(max_steps=2, lr=1e-4), pool_slice, tmp_path / "c", progress=False)
 
 
+def test_damaged_checkpoint_is_one_sentence(tmp_path, pool_slice):
+    basemodel.train(TINY.replace(max_steps=2), pool_slice, tmp_path / "d", progress=False)
+    state = tmp_path / "d" / "state.pt"
+    state.write_bytes(state.read_bytes()[:1000])
+    with pytest.raises(FinescopeError, match="cannot be read") as excinfo:
+        basemodel.train(TINY.replace(max_steps=4), pool_slice, tmp_path / "d", progress=False)
+    assert "\n" not in str(excinfo.value) and str(state) in str(excinfo.value)
+
+
 def test_bad_gqa_shape(pool_slice):
     tok = basemodel.train_tokenizer(pool_slice[:5], 300)
     with pytest.raises(FinescopeError, match="grouped-query"):

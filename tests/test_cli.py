@@ -24,6 +24,15 @@ def test_unknown_domain_is_one_line_exit_2(capsys):
     assert "\n" not in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("command", ["run", "train-base"])
+def test_a_negative_seed_is_refused_in_one_line(command, capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        main([command, "--seed", "-1"])
+    assert excinfo.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith("argument --seed: seeds must be 0 or more, got -1; give a seed such as 0")
+
+
 def test_missing_model_path_is_one_line(tmp_path, capsys):
     code = main(["run", "--model", str(tmp_path / "no-model"), "--run-dir", str(tmp_path / "run")])
     assert code == 2

@@ -412,3 +412,16 @@ def test_dtype_and_device(tmp_path):
     with pytest.raises(FinescopeError) as excinfo:
         load_model(tmp_path / "m", device="nowhere")
     assert_one_sentence(excinfo, "'nowhere'")
+
+
+def test_cuda_without_a_gpu_and_damaged_weights_are_one_sentence(tmp_path, monkeypatch):
+    save_model(make_model("gpt2"), None, tmp_path / "m")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(FinescopeError) as excinfo:
+        load_model(tmp_path / "m", device="cuda")
+    assert_one_sentence(excinfo, "no CUDA GPU")
+    weights = tmp_path / "m" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a download cut short
+    with pytest.raises(FinescopeError) as excinfo:
+        load_model(tmp_path / "m")
+    assert_one_sentence(excinfo, tmp_path / "m")

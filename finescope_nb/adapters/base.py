@@ -46,12 +46,6 @@ class ProjSlice:
         return (0 if self.side == "out" else 1) ^ int(self.transposed)
 
 
-def _features(module: nn.Module) -> tuple[int, int]:
-    """(in_features, out_features) of an nn.Linear or a Conv1D, from its weight."""
-    rows, cols = module.weight.shape
-    return (rows, cols) if isinstance(module, Conv1D) else (cols, rows)
-
-
 def _like(module: nn.Module, in_features: int, out_features: int) -> nn.Module:
     """A new projection of the same kind, dtype and device as `module`, with other feature counts."""
     weight = module.weight
