@@ -193,7 +193,8 @@ def load_model(path_or_id=None, *, dtype: torch.dtype = torch.float32, device=No
     error rather than a randomly initialised tensor. Folders with finescope_shapes.json (pruned
     models whose config cannot describe their layers) get their layers resized before loading.
 
-    `device` puts the whole model on one device (default the CPU). `device_map` instead places it
+    `device` puts the whole model on one device: 'cpu' (the default), 'cuda', 'cuda:N' or 'auto', read by
+    `device.resolve_device`, so CUDA asked for on a machine without a GPU is refused in one sentence. `device_map` instead places it
     with Accelerate for a model that fits no single device: "auto", "balanced", "sequential", or a
     {module name: device | "cpu" | "disk"} dict whose entries are whole decoder blocks or modules
     outside them; "disk" entries are kept in `offload_folder` (a temporary folder when not given)
