@@ -64,6 +64,14 @@ class Config:
     def replace(self: T, **changes: Any) -> T:
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
 
+    def __post_init__(self):
+        """Every config's `seed` goes to NumPy and torch, which refuse negative seeds deep inside;
+        refuse them here, in one sentence, whether the config came from the CLI, JSON or code."""
+        seed = getattr(self, "seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise FinescopeError(f"{type(self).__name__}.seed must be a whole number 0 or more, got {seed!r}; "
+                                 "give a seed such as 0.")
+
 
 def _coerce(hint: Any, value: Any) -> Any:
     """Turn JSON values back into the annotated types (nested configs, tuples, optionals)."""
@@ -110,6 +118,7 @@ class EvalConfig(Config):
     heldout: str | None = None  # a user's held-out file of the target domain (measured instead of the embedded split)
 
     def __post_init__(self):
+        super().__post_init__()
         for name, low in (("max_docs_per_domain", 1), ("metric_limit", 1), ("batch_size", 1), ("max_length", 2)):
             value = getattr(self, name)
             if value is not None and value < low:
@@ -155,6 +164,7 @@ class CurationConfig(Config):
     seed_draw: str = "stratified"
 
     def __post_init__(self):
+        super().__post_init__()
         if self.seed_draw not in SEED_DRAWS:
             raise FinescopeError(f"Unknown seed draw {self.seed_draw!r} (--seed-draw); use one of {', '.join(SEED_DRAWS)}.")
         if not isinstance(self.sae_mix, (int, float)) or not 0 <= self.sae_mix < 1:
@@ -208,6 +218,7 @@ class PruneConfig(Config):
     channel_multiple: int = 1
 
     def __post_init__(self):
+        super().__post_init__()
         if not isinstance(self.ratio, (int, float)) or not 0 <= self.ratio < 1:
             raise FinescopeError(f"The pruning ratio must be in [0, 1), got {self.ratio!r}; it is the share of non-embedding parameters to remove.")
         if self.criterion not in PRUNE_CRITERIA:
@@ -270,6 +281,7 @@ class FinetuneConfig(Config):
     seed: int = 0
 
     def __post_init__(self):
+        super().__post_init__()
         if not 0.0 <= self.kd_weight <= 1.0:
             raise FinescopeError(f"kd_weight must be between 0 and 1, got {self.kd_weight}; 0 trains on text only, "
                                  "1 only matches the teacher's distributions.")

@@ -53,3 +53,21 @@ def test_seed_draw_is_checked_and_stratified_by_default():
     with pytest.raises(FinescopeError) as e:
         CurationConfig(seed_draw="sorted")
     assert "--seed-draw" in str(e.value) and "stratified, random" in str(e.value)
+
+
+@pytest.mark.parametrize("make", [lambda: RunConfig(seed=-1), lambda: BaseModelConfig(seed=-3),
+                                  lambda: RunConfig.from_dict({"prune": {"seed": -1}}),
+                                  lambda: RunConfig.from_dict({"finetune": {"seed": 1.5}})])
+def test_a_negative_or_fractional_seed_is_one_sentence_from_any_config(make):
+    """NumPy would refuse a negative seed only once a stage runs, with its own traceback."""
+    with pytest.raises(FinescopeError, match=r"seed must be a whole number 0 or more") as err:
+        make()
+    assert "\n" not in str(err.value)
+
+
+def test_the_sae_config_checks_its_seed_beside_its_own_fields():
+    from finescope_nb.sae.registry import SAEConfig
+
+    assert SAEConfig(seed=7).seed == 7
+    with pytest.raises(FinescopeError, match="SAEConfig.seed"):
+        SAEConfig(seed=-1)

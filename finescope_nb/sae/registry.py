@@ -66,6 +66,7 @@ class SAEConfig(Config):
     seed: int = 0
 
     def __post_init__(self):
+        super().__post_init__()
         if self.architecture not in ARCHITECTURES:
             raise FinescopeError(f"Unknown SAE architecture {self.architecture!r}; choose one of {', '.join(ARCHITECTURES)}.")
         if self.selection is not None and self.selection not in SELECTORS:
