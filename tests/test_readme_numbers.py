@@ -137,6 +137,10 @@ def test_smollm2_math_recovery_numbers_match_its_distill_json():
             f"{share['plain']['math_test']:.3f}, random {share['random']['math_test']:.3f})") in README
     assert (f"({share['plain']['mathematics_dataset']:.2f} of the unpruned model's probability there, "
             f"FineScope {share['self_distill']['mathematics_dataset']:.2f})") in README
+    rewrite = next(row for row in bench["details"]["rows"] if row["arm"] == "self_distill (rewrite)")
+    assert (f"With the rewrite teacher FineScope's arm retains {bench['retained']['self_distill (rewrite)']['math']['mean']:.3f} "
+            f"(best step {rewrite['best_step']}; competition problems {share['self_distill (rewrite)']['math_test']:.3f}, "
+            f"templated {share['self_distill (rewrite)']['mathematics_dataset']:.2f})") in README
 
 
 def test_gemma_pruning_numbers_match_its_pruning_json():
