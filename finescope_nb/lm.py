@@ -196,10 +196,9 @@ def load_model(path_or_id=None, *, dtype: torch.dtype = torch.float32, device=No
     `device` puts the whole model on one device: 'cpu' (the default), 'cuda', 'cuda:N' or 'auto', read by
     `device.resolve_device`, so CUDA asked for on a machine without a GPU is refused in one sentence.
     `device_map` instead places it with Accelerate for a model that fits no single device: "auto",
-    "balanced", "sequential", or a
-    {module name: device | "cpu" | "disk"} dict whose entries are whole decoder blocks or modules
-    outside them; "disk" entries are kept in `offload_folder` (a temporary folder when not given)
-    and read in as their block runs. The two are exclusive.
+    "balanced", "sequential", or a {module name: device | "cpu" | "disk"} dict whose entries are whole
+    decoder blocks or modules outside them; "disk" entries are kept in `offload_folder` (a temporary
+    folder when not given) and read in as their block runs. The two are exclusive.
     """
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise FinescopeError(f"dtype must be a floating torch.dtype such as torch.float32, got {dtype!r}.")

