@@ -75,10 +75,10 @@ def sae_config(model: str | None, **overrides) -> SAEConfig:
     return default_sae_config(fast=fast_mode(), model=model, **overrides)
 
 
-def run_config(model: str | None) -> RunConfig:
-    """The kit's stage configs for this model (the registry's measured ones for a named model); the prune and
-    finetune configs the benchmarks read do not depend on the domain."""
-    return default_config("math", model=ModelConfig(path=model))
+def run_config(model: str | None, method: str | None = None) -> RunConfig:
+    """The kit's stage configs for this model (the registry's measured ones for a named model, fine-tuning's
+    for `method`); the prune and finetune configs the benchmarks read do not depend on the domain."""
+    return default_config("math", method=method, model=ModelConfig(path=model))
 
 
 def workspace(args: argparse.Namespace, progress: bool = True) -> Workspace:

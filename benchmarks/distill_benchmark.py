@@ -85,12 +85,15 @@ def arm_runs(arms, modes) -> list[tuple[str, str]]:
     return [(arm, mode) for arm in ARMS if arm in arms for mode in (modes if arm == "self_distill" else modes[:1])]
 
 
-def method_configs(shared: FinetuneConfig, methods, lrs) -> dict[str, FinetuneConfig]:
-    """Each method's fine-tuning config: one learning rate for all, one per method in order, or (None) the model's."""
-    lrs = lrs or [shared.lr]
-    if len(lrs) not in (1, len(methods)):
+def method_configs(defaults: dict[str, FinetuneConfig], lrs, **shared) -> dict[str, FinetuneConfig]:
+    """Each method's fine-tuning config: the model's defaults for that method (`defaults`) with the `shared`
+    fields and one learning rate for all, one per method in order, or (None) each method's own."""
+    methods = list(defaults)
+    if lrs and len(lrs) not in (1, len(methods)):
         raise ValueError(f"--lr takes one learning rate, or one per method ({' '.join(methods)}); it got {len(lrs)}.")
-    return {method: shared.replace(method=method, lr=lr) for method, lr in zip(methods, lrs * len(methods) if len(lrs) == 1 else lrs)}
+    lrs = [None] * len(methods) if not lrs else lrs * len(methods) if len(lrs) == 1 else lrs
+    return {method: config.replace(**shared, **({} if lr is None else {"lr": lr}))
+            for (method, config), lr in zip(defaults.items(), lrs)}
 
 
 def generation_speed(model, tokenizer, prompts, new_tokens: int = 32, batch_size: int = 16) -> dict:
@@ -146,9 +149,9 @@ def main() -> None:
 
     defaults = run_config(args.model)
     methods = args.methods or [defaults.finetune.method]
-    shared = defaults.finetune.replace(steps=args.steps, eval_every=args.eval_every or max(args.steps // 3, 1), patience=args.patience)
     try:
-        finetune_configs = method_configs(shared, methods, args.lr)
+        finetune_configs = method_configs({m: run_config(args.model, m).finetune for m in methods}, args.lr, steps=args.steps,
+                                          eval_every=args.eval_every or max(args.steps // 3, 1), patience=args.patience)
     except ValueError as error:
         parser.error(str(error))
     ws = workspace(args)

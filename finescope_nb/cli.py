@@ -11,7 +11,7 @@ import os
 import sys
 import textwrap
 
-from finescope_nb.config import IMPORTANCE_MEMORY
+from finescope_nb.config import IMPORTANCE_MEMORY, METHODS
 from finescope_nb.errors import FinescopeError
 from finescope_nb.models.registry import NAMED_MODELS
 
@@ -40,6 +40,7 @@ RUN_EXAMPLES = textwrap.dedent("""\
       finescope run --corpus pool.jsonl --seeds seeds.txt --domain "clinical notes" --eval heldout.jsonl
       accelerate launch --multi_gpu --num_processes 8 -m finescope_nb.cli run --domain math   # data-parallel, see docs/SCALING.md
       finescope run --scope uniform --all-blocks --mlp-only   # every block pruned alike: stock from_pretrained loads it
+      finescope run --method full                       # recover by training every weight, not LoRA adapters
     """)
 CURATE_EXAMPLES = textwrap.dedent("""\
     examples:
@@ -141,6 +142,9 @@ def _parser() -> argparse.ArgumentParser:
                           "loads with stock from_pretrained")
     run.add_argument("--mlp-only", action="store_true", help="prune MLP channels only and keep every attention head "
                                                              "(what a stock GPT-2 or GPT-NeoX config can state)")
+    run.add_argument("--method", choices=METHODS, default=None,
+                     help="how the pruned model is recovered: lora (default) or full fine-tuning of every weight; a "
+                          "named model's measured learning rate and steps are each method's own")
     _add_own_data_args(run)
 
     fetch = sub.add_parser(
@@ -249,7 +253,7 @@ def _run_config(args):
     from finescope_nb.config import CorpusConfig, ModelConfig
 
     cfg = pipeline.default_config(
-        args.domain, model=ModelConfig(path=args.model), corpus=CorpusConfig(path=args.corpus), seed=args.seed,
+        args.domain, method=args.method, model=ModelConfig(path=args.model), corpus=CorpusConfig(path=args.corpus), seed=args.seed,
     )
     cfg = cfg.replace(curation=cfg.curation.replace(seed=args.seed), prune=cfg.prune.replace(seed=args.seed),
                       finetune=cfg.finetune.replace(seed=args.seed))  # one seed for every stage

@@ -61,11 +61,17 @@ def notebook_model() -> str | None:
     return os.environ.get("FINESCOPE_MODEL") or None
 
 
-def default_config(domain: str = "math", **overrides) -> RunConfig:
+def default_config(domain: str = "math", method: str | None = None, **overrides) -> RunConfig:
     """The kit's defaults for a domain (the full-size ones, or the FINESCOPE_FAST ones), with the registry's
-    measured stage defaults when `model` names a named model (`ModelConfig(path="smollm2-135m")`)."""
+    measured stage defaults when `model` names a named model (`ModelConfig(path="smollm2-135m")`).
+
+    `method` ("lora" or "full"; default the kit's) picks the fine-tuning method first, so that a named
+    model's fine-tuning defaults are that method's own, or the kit's generic ones where none were measured."""
     cfg = RunConfig(domain=domain, **overrides)
+    if method is not None:
+        cfg = cfg.replace(finetune=cfg.finetune.replace(method=method))
     for stage, fields in named_defaults(cfg.model.path, "run").items():
+        fields = fields.get(cfg.finetune.method, {}) if stage == "finetune" else fields
         cfg = cfg.replace(**{stage: getattr(cfg, stage).replace(**fields)})
     if fast_mode():
         cfg = cfg.replace(eval=cfg.eval.replace(max_docs_per_domain=24, metric_limit=24), curation=cfg.curation.replace(m=60),

@@ -23,12 +23,12 @@ def test_rows_are_named_by_mode_and_method_beyond_the_first():
     assert row_name("plain", "continue", ["continue"], "full", ["lora", "full"]) == "plain [full]"
 
 
-def test_learning_rates_are_one_for_all_methods_or_one_per_method():
-    shared = FinetuneConfig(lr=1e-4, steps=5)
-    assert {m: c.lr for m, c in method_configs(shared, ["lora", "full"], None).items()} == {"lora": 1e-4, "full": 1e-4}
-    assert {m: c.lr for m, c in method_configs(shared, ["lora", "full"], [1e-3]).items()} == {"lora": 1e-3, "full": 1e-3}
-    configs = method_configs(shared, ["lora", "full"], [1e-3, 2e-5])
+def test_learning_rates_are_each_methods_own_one_for_all_or_one_per_method():
+    defaults = {"lora": FinetuneConfig(lr=1e-3, steps=250), "full": FinetuneConfig(method="full", lr=1e-4)}
+    assert {m: c.lr for m, c in method_configs(defaults, None, steps=5).items()} == {"lora": 1e-3, "full": 1e-4}
+    assert {m: c.lr for m, c in method_configs(defaults, [3e-4], steps=5).items()} == {"lora": 3e-4, "full": 3e-4}
+    configs = method_configs(defaults, [1e-3, 2e-5], steps=5, patience=3)
     assert (configs["lora"].lr, configs["lora"].method, configs["full"].lr, configs["full"].method) == (1e-3, "lora", 2e-5, "full")
-    assert configs["full"].steps == 5
+    assert configs["lora"].steps == configs["full"].steps == 5 and configs["full"].patience == 3  # the script's own, for both
     with pytest.raises(ValueError, match="one per method"):
-        method_configs(shared, ["lora", "full"], [1e-3, 1e-4, 1e-5])
+        method_configs(defaults, [1e-3, 1e-4, 1e-5])

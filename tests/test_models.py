@@ -136,6 +136,18 @@ def test_a_named_models_measured_defaults_reach_the_sae_and_the_run(monkeypatch)
     assert pipeline.default_config("math").prune.head_unit == "group"
 
 
+def test_a_named_models_fine_tuning_defaults_are_each_methods_own(monkeypatch):
+    from finescope_nb import pipeline
+    from finescope_nb.config import FinetuneConfig, ModelConfig
+
+    stand_in(monkeypatch, defaults={"run": {"finetune": {"lora": {"lr": 1e-3, "warmup_steps": 20}}}})
+    lora = pipeline.default_config("math", model=ModelConfig(path="stand-in")).finetune
+    assert (lora.method, lora.lr, lora.warmup_steps) == ("lora", 1e-3, 20)
+    full = pipeline.default_config("math", method="full", model=ModelConfig(path="stand-in")).finetune
+    assert (full.method, full.lr, full.warmup_steps) == ("full", FinetuneConfig().lr, FinetuneConfig().warmup_steps)  # not LoRA's
+    assert pipeline.default_config("math", method="full").finetune.method == "full"
+
+
 def test_derived_models_carry_the_base_models_licence_and_provenance(tmp_path):
     from finescope_nb.models.card import carry_provenance, read_provenance
     from finescope_nb.models.fetch import provenance

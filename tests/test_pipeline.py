@@ -170,6 +170,15 @@ def test_a_run_without_a_folder_goes_to_the_demo_folder_only_when_it_ran_the_sam
     assert pipeline.default_run_dir(other) == tmp_path / f"math-{other.config_hash(8)}"
 
 
+def test_run_method_picks_full_fine_tuning_with_that_methods_defaults():
+    from finescope_nb import cli
+
+    args = cli._parser().parse_args(["run", "--method", "full", "--model", "smollm2-135m"])
+    finetune = cli._run_config(args).finetune
+    assert finetune.method == "full" and finetune.lr != 1e-3  # SmolLM2's rate of 1e-3 was measured for LoRA
+    assert cli._run_config(cli._parser().parse_args(["run", "--model", "smollm2-135m"])).finetune.lr == 1e-3
+
+
 def test_make_demo_runs_the_config_notebook_00_runs():
     """Notebook 00 reuses runs/demo-math only if `make demo`'s command builds exactly its config."""
     from finescope_nb import cli

@@ -65,9 +65,9 @@ NAMED_MODELS: dict[str, NamedModel] = {
                 # validation loss crept from 2.766 to its best, 2.285, at step 575 of 600; at 1e-3 it passed that by step 100
                 # and reached 2.247 at step 200 (retained 0.873 against 0.849); 3e-3 went up and down. The recovery curve at
                 # 1e-3 (600 steps, patience 3) had its best validation loss, 2.240, at step 250 (retained 0.875) and stopped
-                # at 325: the budget, ~6 s a step here all in
+                # at 325: the budget, ~6 s a step here all in. Those are LoRA's: fine-tuning defaults are per method
                 "run": {"corpus": {"max_docs_per_domain": 1000}, "eval": {"max_docs_per_domain": 100},
-                        "prune": {"channel_multiple": 128}, "finetune": {"lr": 1e-3, "steps": 250, "eval_every": 25}},
+                        "prune": {"channel_multiple": 128}, "finetune": {"lora": {"lr": 1e-3, "steps": 250, "eval_every": 25}}},
             },
         ),
         NamedModel(
@@ -119,7 +119,10 @@ def models_dir() -> Path:
 
 
 def named_defaults(model, part: str) -> dict:
-    """The registry's measured defaults `part` ("sae" or "run") for `model` when it is a named model, else {}."""
+    """The registry's measured defaults `part` ("sae" or "run") for `model` when it is a named model, else {}.
+
+    A run's "finetune" entry is keyed by method ("lora", "full"): a learning rate and budget measured for
+    LoRA's few adapter weights say nothing about training every weight."""
     entry = NAMED_MODELS.get(model) if isinstance(model, str) else None
     return dict(entry.defaults.get(part, {})) if entry else {}
 
