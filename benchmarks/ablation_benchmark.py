@@ -57,7 +57,6 @@ import pandas as pd  # noqa: E402
 from benchmarks.stats import mean_std  # noqa: E402
 from finescope_nb.artifacts import write_json_atomic  # noqa: E402
 from finescope_nb.basemodel import hardware  # noqa: E402
-from finescope_nb.curate.workspace import curate_domain  # noqa: E402
 from finescope_nb.distill import prepare, split_examples  # noqa: E402
 from finescope_nb.evaluate import retained, retained_table  # noqa: E402
 from finescope_nb.lm import model_identity  # noqa: E402
@@ -142,7 +141,7 @@ def main() -> None:
     cells: dict[tuple[str, str, int], dict] = {}
 
     for domain in args.domains:
-        curated = curate_domain(ws, domain, args.m, draw="random")  # seed for seed the draw its recorded results used
+        curated = ws.curated(domain, args.m)  # kept: the same documents on any machine
         teacher: dict = {}
         for seed in args.seeds:
             pruner.release()

@@ -7,7 +7,7 @@ into a runs/ that lacks it. A step is only reused where its key matches, model i
 so a carried step never stands in for another model's. Delete a benchmark's carried steps once its results
 file is written.
 
-    python benchmarks/carry_steps.py pruning pruning-sweep     # then commit benchmarks/steps/
+    python benchmarks/carry_steps.py curated pruning pruning-sweep     # then commit benchmarks/steps/
 """
 
 from __future__ import annotations

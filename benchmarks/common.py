@@ -18,15 +18,18 @@ import hashlib
 import json
 import os
 import shutil
+from functools import cached_property
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from finescope_nb import paths
 from finescope_nb.artifacts import atomic_path, write_json_atomic
 from finescope_nb.config import ModelConfig, RunConfig
-from finescope_nb.curate.workspace import Workspace, cached_pool_codes, pool_sample
-from finescope_nb.lm import load_model, load_tokenizer
+from finescope_nb.curate.workspace import cached_pool_codes, curate_domain, pool_sample
+from finescope_nb.hashing import text_digest
+from finescope_nb.lm import load_model, load_tokenizer, model_identity
 from finescope_nb.models.registry import NAMED_MODELS
 from finescope_nb.pipeline import default_config, fast_mode
 from finescope_nb.sae import SAEConfig
@@ -81,15 +84,46 @@ def run_config(model: str | None, method: str | None = None) -> RunConfig:
     return default_config("math", method=method, model=ModelConfig(path=model))
 
 
-def workspace(args: argparse.Namespace, progress: bool = True) -> Workspace:
-    """Model, its default SAE, the pool (or the stated sample of it) and the pool's codes, all cached.
+class BenchmarkWorkspace:
+    """Model, tokenizer and pool at once; the SAE and the pool's codes only when a curated set is not kept yet.
 
+    The SAE is trained anew on each machine, and float sums on another CPU move a few documents across
+    the top-M cut (a fresh machine's top 200 shared 191 of math's and 178 of code's with the last one's). Every
+    recovery cell is keyed by the texts it trains on, so `curated` keeps each set as its ordered pool ids,
+    carried like any step: on a fresh machine the same documents come back without the half hour of
+    SAE training and pool encoding (SmolLM2) that would otherwise precede them.
     Under FINESCOPE_FAST (smoke runs) the small SAE is trained and scored on a few thousand tokens."""
-    model, tokenizer = load_model(args.model), load_tokenizer(args.model)
-    small = dict(heldout_docs=60, heldout_tokens=4_000, loss_tokens=2_000) if fast_mode() else {}
-    sae = cached_sae(model, tokenizer, sae_config(args.model), progress=progress, **small)
-    pool = pool_sample(args.pool_per_domain, args.pool_seed)
-    return Workspace(model, tokenizer, sae, pool, cached_pool_codes(sae, model, tokenizer, pool, progress=progress))
+
+    def __init__(self, args: argparse.Namespace, progress: bool = True):
+        self.model, self.tokenizer = load_model(args.model), load_tokenizer(args.model)
+        self.pool = pool_sample(args.pool_per_domain, args.pool_seed)
+        self._model_name, self._progress = args.model, progress
+
+    @cached_property
+    def identity(self) -> str:
+        return model_identity(self.model)
+
+    @cached_property
+    def sae(self):
+        small = dict(heldout_docs=60, heldout_tokens=4_000, loss_tokens=2_000) if fast_mode() else {}
+        return cached_sae(self.model, self.tokenizer, sae_config(self._model_name), progress=self._progress, **small)
+
+    @cached_property
+    def codes(self):
+        return cached_pool_codes(self.sae, self.model, self.tokenizer, self.pool, progress=self._progress)
+
+    def curated(self, domain: str, m: int, draw: str = "random") -> pd.DataFrame:
+        """FineScope's curated set for `domain` (`curate_domain`; the random seed draw the recorded results used),
+        kept under runs/benchmark-steps/curated/ as its pool ids in rank order."""
+        key = {"model": self.identity, "sae": sae_config(self._model_name).config_hash(), "fast": fast_mode(),
+               "pool": text_digest(self.pool["id"], length=64), "domain": domain, "m": m, "draw": draw}
+        ids = resumable("curated", key, lambda: curate_domain(self, domain, m, draw=draw)["id"].tolist())
+        return self.pool.set_index("id").loc[ids].reset_index()
+
+
+def workspace(args: argparse.Namespace, progress: bool = True) -> BenchmarkWorkspace:
+    """Model, its default SAE, the pool (or the stated sample of it) and the pool's codes, all cached."""
+    return BenchmarkWorkspace(args, progress)
 
 
 def provenance(args: argparse.Namespace) -> dict:

@@ -54,7 +54,6 @@ import pandas as pd  # noqa: E402
 from finescope_nb.artifacts import write_json_atomic  # noqa: E402
 from finescope_nb.basemodel import hardware  # noqa: E402
 from finescope_nb.config import FinetuneConfig  # noqa: E402
-from finescope_nb.curate.workspace import curate_domain  # noqa: E402
 from finescope_nb.distill import ARMS, keep_rate_curve, prepare, split_examples  # noqa: E402
 from finescope_nb.evaluate import retained, retained_table  # noqa: E402
 from finescope_nb.generate import continue_texts  # noqa: E402
@@ -163,7 +162,7 @@ def main() -> None:
 
     rows, keep, curves, histories = [], {}, {}, {}
     for domain in args.domains:
-        curated = curate_domain(ws, domain, args.m, draw="random")  # seed for seed the draw its recorded results used
+        curated = ws.curated(domain, args.m)  # kept: the same documents on any machine
         data = {}
         for mode in args.teacher_modes:
             start = time.perf_counter()
@@ -198,7 +197,7 @@ def main() -> None:
                           f"{ {k: round(c['score'], 3) for k, c in rows[-1]['metrics'].items()} } "
                           f"by source { {k: round(v, 3) for k, v in (rows[-1]['test_loss_by_source'] or {}).items()} }", flush=True)
 
-    prompts = [e.prompt for e in split_examples(curate_domain(ws, args.domains[0], args.speed_prompts, draw="random"), tokenizer)]
+    prompts = [e.prompt for e in split_examples(ws.curated(args.domains[0], args.m).head(args.speed_prompts), tokenizer)]
     speed = generation_speed(model, tokenizer, prompts)
     by, by_source, budget, task = {}, {}, {}, {}
     for row in rows:

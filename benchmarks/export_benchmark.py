@@ -55,7 +55,6 @@ PLANS = {"per_layer": PruneConfig(ratio=0.3), "uniform": PruneConfig(ratio=0.3, 
 
 def scopes(args) -> dict:
     from benchmarks.common import workspace
-    from finescope_nb.curate.workspace import curate_domain
     from finescope_nb.distill import finetune, prepare
     from finescope_nb.evaluate import domain_loss, heldout_sequences
     from finescope_nb.lm import layer_shapes, shapes_are_uniform
@@ -67,7 +66,7 @@ def scopes(args) -> dict:
     config = FinetuneConfig(steps=args.steps, eval_every=args.steps)
     records = []
     for domain in args.domains:
-        curated = curate_domain(ws, domain, args.m, draw="random")  # seed for seed the draw its recorded results used
+        curated = ws.curated(domain, args.m)  # kept: the same documents on any machine
         for seed in args.seeds:
             data = None
             for scope, plan in PLANS.items():

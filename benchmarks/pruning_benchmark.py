@@ -47,7 +47,6 @@ from finescope_nb.adapters import get_adapter  # noqa: E402
 from finescope_nb.artifacts import write_json_atomic  # noqa: E402
 from finescope_nb.basemodel import hardware  # noqa: E402
 from finescope_nb.config import EvalConfig  # noqa: E402
-from finescope_nb.curate.workspace import curate_domain  # noqa: E402
 from finescope_nb.evaluate import domain_perplexity, heldout_sequences  # noqa: E402
 from finescope_nb.hashing import text_digest  # noqa: E402
 from finescope_nb.lm import model_identity, run_until_layer  # noqa: E402
@@ -132,7 +131,7 @@ def speed_summary(speed: dict, pruned: str = "pruned", unpruned: str = "unpruned
 
 def speed_scores(ws, args, base: PruneConfig):
     """Importance of the speed model: Taylor on the first domain's curated set, the first seed."""
-    texts = calibration_source(curate_domain(ws, args.domains[0], args.m, draw="random")["text"], base.calibration_docs)(args.seeds[0])
+    texts = calibration_source(ws.curated(args.domains[0], args.m)["text"], base.calibration_docs)(args.seeds[0])
     return compute_importance(ws.model, ws.tokenizer, texts, base.replace(seed=args.seeds[0]), progress=False)
 
 
@@ -219,7 +218,7 @@ def main() -> None:
 
     tables, curated_precision = [], {}
     for domain in args.domains:
-        curated = curate_domain(ws, domain, args.m, draw="random")  # seed for seed the draw its recorded results used
+        curated = ws.curated(domain, args.m)  # kept: the same documents on any machine
         curated_precision[domain] = float((curated["domain"] == domain).mean())
         start = time.perf_counter()
         table = score_arms(model, tokenizer, arms(base, curated, pool, base.calibration_docs), args.seeds, args.ratios, eval_config)

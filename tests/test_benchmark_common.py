@@ -135,3 +135,31 @@ def test_pruning_steps_of_data_free_criteria_are_shared_between_domains(tmp_path
     second = bench.score_arms(model, tok, arms(tiny_models.texts(4, seed=1)), [0], [0.3], eval_config)
     assert computed == ["taylor", "magnitude", "random", "taylor"]  # the other curated set: only Taylor again
     assert first[["arm", "removed"]].equals(second[["arm", "removed"]])
+
+
+def test_a_curated_set_is_kept_as_pool_ids_so_a_fresh_machine_needs_no_sae(tmp_path, monkeypatch):
+    """The SAE is trained only when a curated set is not kept; a kept one comes back document for document."""
+    first, fresh, carried = tmp_path / "first", tmp_path / "fresh", tmp_path / "carried"
+    monkeypatch.setattr(common, "CARRIED_STEPS", carried)
+    monkeypatch.setattr(common.paths, "DEFAULT_RUNS_DIR", first)
+    monkeypatch.setattr(common, "cached_sae", lambda *a, **k: pytest.fail("the SAE was trained for a kept curated set"))
+    picks = []
+
+    def curate(ws, domain, m, draw):  # stands in for the SAE selector: the last m documents of the domain, reversed
+        picks.append((domain, m))
+        return ws.pool[ws.pool["domain"] == domain].iloc[::-1].head(m)
+
+    monkeypatch.setattr(common, "curate_domain", curate)
+    ws = common.workspace(argparse.Namespace(model=None, pool_per_domain=5, pool_seed=0), progress=False)
+    curated = ws.curated("math", 3)
+    assert picks == [("math", 3)] and list(curated.columns) == list(ws.pool.columns)
+    assert curated["id"].tolist() == ws.pool[ws.pool["domain"] == "math"]["id"].tolist()[::-1][:3]  # in the picked order
+    assert ws.curated("math", 3).equals(curated) and picks == [("math", 3)]  # kept: not picked again
+    ws.curated("code", 3)
+    assert picks == [("math", 3), ("code", 3)]  # another domain is another set
+
+    from benchmarks import carry_steps
+    carry_steps.carry(["curated"], runs=first, into=carried)
+    monkeypatch.setattr(common.paths, "DEFAULT_RUNS_DIR", fresh)  # the next session, on a fresh machine
+    again = common.workspace(argparse.Namespace(model=None, pool_per_domain=5, pool_seed=0), progress=False)
+    assert again.curated("math", 3).equals(curated) and len(picks) == 2
