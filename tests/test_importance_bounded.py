@@ -56,7 +56,9 @@ def test_chunked_loss_equals_the_models_loss_and_gradients(arch, tok):
     chunked = chunked_lm_loss(model, ids, mask, labels, chunk_positions=5)
     (got,) = torch.autograd.grad(chunked, weight)
     torch.testing.assert_close(chunked, full, rtol=1e-6, atol=0)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-8)
+    # Summing the loss in slices reorders float32 sums: entries near zero move by a few 1e-8, so the
+    # absolute tolerance is scaled to the gradient's largest entry (a dropped slice moves it by ~1e-2).
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
 
 
 def test_bounded_mode_never_holds_full_logits_and_recomputes_the_blocks(tok, small_slices):

@@ -161,6 +161,13 @@ def test_smollm2_code_recovery_numbers_match_its_distill_json():
     assert all(m["score"] == 0 for m in mbpp.values())
 
 
+
+def test_smollm2_full_fine_tuning_pilot_matches_its_json():
+    pilot = json.loads((RESULTS / "smollm2-135m" / "pilots" / "distill-full-lr1e-4.json").read_text())
+    assert pilot["methods"] == ["full"] and pilot["details"]["finetune"]["full"]["lr"] == 1e-4
+    retained = pilot["retained"]["self_distill"]["math"]["mean"]
+    assert f"(math, lr 1e-4, 200 steps, `pilots/distill-full-lr1e-4.json`) retains {retained:.3f}" in README
+
 def test_gemma_pruning_numbers_match_its_pruning_json():
     bench = json.loads((RESULTS / "gemma3-270m" / "pruning.json").read_text())
     at = bench["by_ratio"]["0.3"]["ppl_pruned"]
