@@ -27,7 +27,8 @@ improved for that many evaluations and keeps its best weights (its best step is 
 Score: exp(-test loss) on the domain's held-out test documents (a per-token probability, chance 0),
 and `retained` = score / unpruned score (`evaluate.retained`). Cloze accuracy (chance 0.25) is
 recorded beside it; on this model pruning moves it by less than its sampling noise, so the loss
-score is the one the targets are judged on. --metrics adds task metrics of `finescope_nb.evaluate`
+score is the one the targets are judged on; `retained_by_source` splits it by the held-out set's sources
+(math's competition and templated problems, say), each against the unpruned model on the same documents. --metrics adds task metrics of `finescope_nb.evaluate`
 (gsm8k, math500, humaneval, mbpp...) per cell, each covering the domains it speaks to, under
 `task_metrics` with the unpruned model's score and whether it is above chance. Every cell is kept as it finishes
 (benchmarks/recovery_cells.py), so the table can be built across several runs, fine-tuning resumes mid-run, and a
@@ -175,20 +176,25 @@ def main() -> None:
                 print(f"{domain} seed {seed} {row:30s} loss {cell['test_loss']:.4f} "
                       f"{ {k: round(r['score'], 3) for k, r in found.items()} } ({cell['seconds']:.0f} s)", flush=True)
 
-    records = []
+    records, by_source = [], []
     for (domain, row, seed), cell in cells.items():
         base = cells[domain, "unpruned", seed]
         cloze = [r["score"] for r in cell["metrics"] if r["metric"] == "cloze"]
         trained = scoring.val is not None and RECIPES[row][1] is not None
         records.append({"row": row, "domain": domain, "seed": seed, "score": math.exp(-cell["test_loss"]),
                         "retained": retained(cell["test_loss"], base["test_loss"]), "cloze": cloze[0] if cloze else None,
-                        "test_loss": cell["test_loss"], "best_step": cell["best_step"] if trained else None})
+                        "test_loss": cell["test_loss"], "best_step": cell["best_step"] if trained else None,
+                        "seconds": cell["seconds"]})  # as the cell recorded it: a resumed cell counts from its resumption
+        base_sources = base.get("test_loss_by_source") or {}  # held-out sets with several sources (absent from older cells)
+        by_source += [{"row": row, "domain": domain, "source": source, "retained": retained(loss, base_sources[source])}
+                      for source, loss in (cell.get("test_loss_by_source") or {}).items() if source in base_sources]
     result = provenance(args) | {
         "domains": args.domains, "ratio": args.ratio, "seeds": args.seeds, "row_order": rows_wanted,
         "metric": "exp(-test loss): per-token probability on the domain's held-out test documents",
         "chance": 0.0,
         "rows": mean_std(records, "score", ("row", "domain")),
         "retained": mean_std(records, "retained", ("row", "domain")),
+        "retained_by_source": mean_std(by_source, "retained", ("row", "domain", "source")),
         "hardware": hardware(),
         "details": {"m": args.m, "steps": args.steps, "test_docs": args.test_docs, "heldout_pick": args.heldout_pick,
                     "finetune": finetune_config.to_dict(),

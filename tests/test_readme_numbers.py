@@ -162,6 +162,23 @@ def test_smollm2_code_recovery_numbers_match_its_distill_json():
 
 
 
+
+def test_smollm2_ablation_numbers_match_its_json():
+    bench = json.loads((RESULTS / "smollm2-135m" / "ablation.json").read_text())
+    r = {row: {d: cell["mean"] for d, cell in per.items()} for row, per in bench["retained"].items()}
+    fs, generic = r["finescope"], r["finescope-generic-calibration"]
+    assert (f"FineScope beats generic calibration (math {fs['math']:.3f} against {generic['math']:.3f}, "
+            f"code {fs['code']:.3f} against {generic['code']:.3f})") in README
+    assert all(fs[d] > max(generic[d], r["pruned+random"][d]) for d in ("math", "code"))
+    pruned_rows = [row for row in r if row.startswith(("pruned", "finescope"))]
+    assert max(pruned_rows, key=lambda row: r[row]["code"]).startswith("finescope")
+    assert max(pruned_rows, key=lambda row: r[row]["math"]) == "pruned+pool"
+    assert f"on math fine-tuning on the whole pool sample keeps more ({r['pruned+pool']['math']:.3f})" in README
+    by_source = bench["retained_by_source"]
+    assert by_source["pruned+pool"]["math"]["math_test"]["mean"] > by_source["finescope"]["math"]["math_test"]["mean"]
+    hours = sum(cell["seconds"] for cell in bench["details"]["cells"]) / 3600
+    assert f"its 18 cells took {hours:.1f} hours" in README and len(bench["details"]["cells"]) == 18
+
 def test_smollm2_full_fine_tuning_pilot_matches_its_json():
     pilot = json.loads((RESULTS / "smollm2-135m" / "pilots" / "distill-full-lr1e-4.json").read_text())
     assert pilot["methods"] == ["full"] and pilot["details"]["finetune"]["full"]["lr"] == 1e-4
