@@ -5,7 +5,7 @@ after 30% pruning, and how much batching speeds up the teacher. Writes benchmark
     python benchmarks/distill_benchmark.py                  # math and code, 3 seeds
     python benchmarks/distill_benchmark.py --seeds 0 --steps 60    # a quick look
     python benchmarks/distill_benchmark.py --model smollm2-135m --pool-per-domain 1000 --seeds 0 \
-        --teacher-modes continue rewrite --methods lora full --lr 1e-3 <full's rate> --steps 600 --eval-every 25 --patience 3 --test-docs 120 \
+        --teacher-modes continue rewrite --methods lora full --steps 600 --eval-every 25 --patience 3 --test-docs 120 \
         --metrics cloze gsm8k humaneval mbpp --metric-limit 50 --heldout-pick stratified
 
 Per domain: the curated set (top M under the default SAE selector from 10 seeds) is split into

@@ -170,13 +170,17 @@ def test_a_run_without_a_folder_goes_to_the_demo_folder_only_when_it_ran_the_sam
     assert pipeline.default_run_dir(other) == tmp_path / f"math-{other.config_hash(8)}"
 
 
-def test_run_method_picks_full_fine_tuning_with_that_methods_defaults():
+def test_run_method_picks_full_fine_tuning_with_that_methods_defaults(monkeypatch):
     from finescope_nb import cli
+
+    monkeypatch.delenv("FINESCOPE_FAST", raising=False)  # the full-size budgets, not fast mode's 12 steps
 
     args = cli._parser().parse_args(["run", "--method", "full", "--model", "smollm2-135m"])
     finetune = cli._run_config(args).finetune
-    assert finetune.method == "full" and finetune.lr != 1e-3  # SmolLM2's rate of 1e-3 was measured for LoRA
-    assert cli._run_config(cli._parser().parse_args(["run", "--model", "smollm2-135m"])).finetune.lr == 1e-3
+    # SmolLM2's rates were measured per method: 1e-3 for LoRA's adapters, 1e-4 for every weight
+    assert (finetune.method, finetune.lr, finetune.steps) == ("full", 1e-4, 250)
+    lora = cli._run_config(cli._parser().parse_args(["run", "--model", "smollm2-135m"])).finetune
+    assert (lora.method, lora.lr, lora.steps) == ("lora", 1e-3, 250)
 
 
 def test_make_demo_runs_the_config_notebook_00_runs():

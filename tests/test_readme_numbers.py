@@ -184,6 +184,13 @@ def test_smollm2_full_fine_tuning_pilot_matches_its_json():
     assert pilot["methods"] == ["full"] and pilot["details"]["finetune"]["full"]["lr"] == 1e-4
     retained = pilot["retained"]["self_distill"]["math"]["mean"]
     assert f"(math, lr 1e-4, 200 steps, `pilots/distill-full-lr1e-4.json`) retains {retained:.3f}" in README
+    curve = json.loads((RESULTS / "smollm2-135m" / "pilots" / "distill-full-lr1e-4-curve.json").read_text())
+    best = curve["budget"]["steps"]["self_distill"]["math"][0]
+    assert (f"its curve (`pilots/distill-full-lr1e-4-curve.json`) has its best validation loss at step {best}, as LoRA's, "
+            f"and retains {curve['retained']['self_distill']['math']['mean']:.3f}") in README
+    from finescope_nb.models.registry import named_defaults
+    full = named_defaults("smollm2-135m", "run")["finetune"]["full"]
+    assert (full["lr"], full["steps"]) == (curve["details"]["finetune"]["full"]["lr"], best)
 
 def test_gemma_pruning_numbers_match_its_pruning_json():
     bench = json.loads((RESULTS / "gemma3-270m" / "pruning.json").read_text())
