@@ -191,6 +191,11 @@ def test_smollm2_full_fine_tuning_pilot_matches_its_json():
     from finescope_nb.models.registry import named_defaults
     full = named_defaults("smollm2-135m", "run")["finetune"]["full"]
     assert (full["lr"], full["steps"]) == (curve["details"]["finetune"]["full"]["lr"], best)
+    code = json.loads((RESULTS / "smollm2-135m" / "pilots" / "distill-full-lr1e-4-curve-code.json").read_text())
+    code_best, history = code["budget"]["steps"]["self_distill"]["code"][0], code["details"]["histories"]["code/0/self_distill"]
+    assert history["step"][history["val_loss"].index(min(history["val_loss"]))] == code_best
+    assert (f"full fine-tuning's best validation loss comes at step {code_best} of {history['step'][-1]} and it retains "
+            f"{code['retained']['self_distill']['code']['mean']:.3f} (LoRA 0.656)") in README
 
 def test_gemma_pruning_numbers_match_its_pruning_json():
     bench = json.loads((RESULTS / "gemma3-270m" / "pruning.json").read_text())
