@@ -196,6 +196,13 @@ def test_smollm2_full_fine_tuning_pilot_matches_its_json():
     assert history["step"][history["val_loss"].index(min(history["val_loss"]))] == code_best
     assert (f"full fine-tuning's best validation loss comes at step {code_best} of {history['step'][-1]} and it retains "
             f"{code['retained']['self_distill']['code']['mean']:.3f} (LoRA 0.656)") in README
+    arms = json.loads((RESULTS / "smollm2-135m" / "pilots" / "distill-full-lr1e-4-arms-code.json").read_text())
+    kept = {arm: arms["retained"][arm]["code"]["mean"] for arm in arms["retained"]}
+    assert kept["self_distill"] == code["retained"]["self_distill"]["code"]["mean"]  # the curve's cell read back
+    assert (f"ahead of full fine-tuning's plain ({kept['plain']:.3f}) and random-sample ({kept['random']:.3f}) arms") in README
+    by_source = arms["retained_by_source"]
+    assert all(by_source["self_distill"]["code"][src] > max(by_source[arm]["code"][src] for arm in ("plain", "random", "none"))
+               for src in by_source["self_distill"]["code"])
 
 def test_gemma_pruning_numbers_match_its_pruning_json():
     bench = json.loads((RESULTS / "gemma3-270m" / "pruning.json").read_text())
