@@ -203,6 +203,15 @@ def test_smollm2_full_fine_tuning_pilot_matches_its_json():
     by_source = arms["retained_by_source"]
     assert all(by_source["self_distill"]["code"][src] > max(by_source[arm]["code"][src] for arm in ("plain", "random", "none"))
                for src in by_source["self_distill"]["code"])
+    math = json.loads((RESULTS / "smollm2-135m" / "pilots" / "distill-full-lr1e-4-arms-math.json").read_text())
+    kept = {arm: math["retained"][arm]["math"]["mean"] for arm in math["retained"]}
+    assert kept["self_distill"] == curve["retained"]["self_distill"]["math"]["mean"]  # the curve's cell read back
+    assert kept["plain"] > kept["self_distill"] > kept["random"] > kept["none"]
+    competition = {arm: math["retained_by_source"][arm]["math"]["math_test"] for arm in kept}
+    assert max(competition, key=competition.get) == "self_distill"
+    assert (f"plain fine-tuning again keeps more ({kept['plain']:.3f}, random sample {kept['random']:.3f}; "
+            f"`pilots/distill-full-lr1e-4-arms-math.json`), and FineScope again keeps the most of the competition "
+            f"problems ({competition['self_distill']:.3f} against {competition['plain']:.3f})") in README
 
 def test_gemma_pruning_numbers_match_its_pruning_json():
     bench = json.loads((RESULTS / "gemma3-270m" / "pruning.json").read_text())
