@@ -179,35 +179,45 @@ def test_smollm2_ablation_numbers_match_its_json():
     hours = sum(cell["seconds"] for cell in bench["details"]["cells"]) / 3600
     assert f"its 18 cells took {hours:.1f} hours" in README and len(bench["details"]["cells"]) == 18
 
+def _smollm2_pilot(name):
+    return json.loads((RESULTS / "smollm2-135m" / "pilots" / name).read_text())
+
+def _retained_by_arm(bench, domain):
+    return {arm: bench["retained"][arm][domain]["mean"] for arm in bench["retained"]}
+
 def test_smollm2_full_fine_tuning_pilot_matches_its_json():
-    pilot = json.loads((RESULTS / "smollm2-135m" / "pilots" / "distill-full-lr1e-4.json").read_text())
+    pilot = _smollm2_pilot("distill-full-lr1e-4.json")
     assert pilot["methods"] == ["full"] and pilot["details"]["finetune"]["full"]["lr"] == 1e-4
     retained = pilot["retained"]["self_distill"]["math"]["mean"]
     assert f"(math, lr 1e-4, 200 steps, `pilots/distill-full-lr1e-4.json`) retains {retained:.3f}" in README
-    curve = json.loads((RESULTS / "smollm2-135m" / "pilots" / "distill-full-lr1e-4-curve.json").read_text())
+    curve = _smollm2_pilot("distill-full-lr1e-4-curve.json")
     best = curve["budget"]["steps"]["self_distill"]["math"][0]
     assert (f"its curve (`pilots/distill-full-lr1e-4-curve.json`) has its best validation loss at step {best}, as LoRA's, "
             f"and retains {curve['retained']['self_distill']['math']['mean']:.3f}") in README
     from finescope_nb.models.registry import named_defaults
     full = named_defaults("smollm2-135m", "run")["finetune"]["full"]
     assert (full["lr"], full["steps"]) == (curve["details"]["finetune"]["full"]["lr"], best)
-    code = json.loads((RESULTS / "smollm2-135m" / "pilots" / "distill-full-lr1e-4-curve-code.json").read_text())
+    code = _smollm2_pilot("distill-full-lr1e-4-curve-code.json")
     code_best, history = code["budget"]["steps"]["self_distill"]["code"][0], code["details"]["histories"]["code/0/self_distill"]
     assert history["step"][history["val_loss"].index(min(history["val_loss"]))] == code_best
     assert (f"full fine-tuning's best validation loss comes at step {code_best} of {history['step'][-1]} and it retains "
             f"{code['retained']['self_distill']['code']['mean']:.3f} (LoRA 0.656)") in README
-    arms = json.loads((RESULTS / "smollm2-135m" / "pilots" / "distill-full-lr1e-4-arms-code.json").read_text())
-    kept = {arm: arms["retained"][arm]["code"]["mean"] for arm in arms["retained"]}
-    assert kept["self_distill"] == code["retained"]["self_distill"]["code"]["mean"]  # the curve's cell read back
+
+def test_smollm2_full_fine_tuning_control_arms_match_their_json():
+    for domain, suffix in (("math", ""), ("code", "-code")):
+        kept = _retained_by_arm(_smollm2_pilot(f"distill-full-lr1e-4-arms-{domain}.json"), domain)
+        curve = _retained_by_arm(_smollm2_pilot(f"distill-full-lr1e-4-curve{suffix}.json"), domain)
+        assert kept["self_distill"] == curve["self_distill"]  # the curve's cell read back
+    code = _smollm2_pilot("distill-full-lr1e-4-arms-code.json")
+    kept = _retained_by_arm(code, "code")
     assert (f"ahead of full fine-tuning's plain ({kept['plain']:.3f}) and random-sample ({kept['random']:.3f}) arms") in README
-    by_source = arms["retained_by_source"]
+    by_source = code["retained_by_source"]
     assert all(by_source["self_distill"]["code"][src] > max(by_source[arm]["code"][src] for arm in ("plain", "random", "none"))
                for src in by_source["self_distill"]["code"])
-    math = json.loads((RESULTS / "smollm2-135m" / "pilots" / "distill-full-lr1e-4-arms-math.json").read_text())
-    kept = {arm: math["retained"][arm]["math"]["mean"] for arm in math["retained"]}
-    assert kept["self_distill"] == curve["retained"]["self_distill"]["math"]["mean"]  # the curve's cell read back
+    maths = _smollm2_pilot("distill-full-lr1e-4-arms-math.json")
+    kept = _retained_by_arm(maths, "math")
     assert kept["plain"] > kept["self_distill"] > kept["random"] > kept["none"]
-    competition = {arm: math["retained_by_source"][arm]["math"]["math_test"] for arm in kept}
+    competition = {arm: maths["retained_by_source"][arm]["math"]["math_test"] for arm in kept}
     assert max(competition, key=competition.get) == "self_distill"
     assert (f"plain fine-tuning again keeps more ({kept['plain']:.3f}, random sample {kept['random']:.3f}; "
             f"`pilots/distill-full-lr1e-4-arms-math.json`), and FineScope again keeps the most of the competition "
